@@ -1,0 +1,86 @@
+"""The one module that builds Redis key names.
+
+Every key of one SKU carries its partition's hash tag `{p<N>}` (N = crc32(sku) % partitions), so a
+script can declare them all in KEYS and they share one Redis Cluster slot. Reservation keys carry
+the tag of the partition whose SKUs they hold: a cart spanning partitions has one reservation key
+per partition, all with the same reservation id.
+
+    {p<N>}:events            stream: every state change of the partition (DESIGN §5)
+    {p<N>}:skus              set: the SKUs living in the partition (sweeper, reconcile)
+    {p<N>}:sku:<sku>         hash: SKU config (`cfg`, JSON) and per-location quantities
+                             (`oh:<loc>` on_hand, `rs:` reserved, `cm:` committed,
+                             `ss:` safety_stock, `bl:` backorder_limit, `in:` incoming)
+    {p<N>}:holds:<sku>       sorted set: active holds, score = deadline in ms,
+                             member = "<reservation_id>|<customer_id>|<loc>=<qty>;..."
+    {p<N>}:cust:<sku>        hash: per customer `u:<id>` units held + committed, `h:<id>` holds
+    {p<N>}:res:<id>          hash: one reservation's part in this partition
+    {p<N>}:op:<key>          string: answer of an idempotent stock operation (retention TTL)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+RETENTION_MS_DEFAULT = 86_400_000  # 1 day in ms: finished reservations stay readable this long
+
+
+def partition_of(sku: str, partitions: int) -> int:
+    return zlib.crc32(sku.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Key builder for one partition."""
+
+    number: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{p{self.number}}}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:events"
+
+    @property
+    def skus(self) -> str:
+        return f"{self.tag}:skus"
+
+    def sku(self, sku: str) -> str:
+        return f"{self.tag}:sku:{sku}"
+
+    def holds(self, sku: str) -> str:
+        return f"{self.tag}:holds:{sku}"
+
+    def customers(self, sku: str) -> str:
+        return f"{self.tag}:cust:{sku}"
+
+    def sku_keys(self, sku: str) -> tuple[str, str, str]:
+        """The three keys every script that touches a SKU declares, in this order."""
+        return (self.sku(sku), self.holds(sku), self.customers(sku))
+
+    def reservation(self, reservation_id: str) -> str:
+        return f"{self.tag}:res:{reservation_id}"
+
+    def operation(self, idempotency_key: str) -> str:
+        return f"{self.tag}:op:{idempotency_key}"
+
+
+class KeySchema:
+    """Maps SKUs to partitions; the engine's only way to name a key."""
+
+    def __init__(self, partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self.partitions = partitions
+        self._parts = tuple(Partition(n) for n in range(partitions))
+
+    def partition(self, number: int) -> Partition:
+        return self._parts[number]
+
+    def for_sku(self, sku: str) -> Partition:
+        return self._parts[partition_of(sku, self.partitions)]
+
+    def all(self) -> tuple[Partition, ...]:
+        return self._parts
