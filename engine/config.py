@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_quantity_per_line: int = Field(1000, ge=1)
     max_lines_per_cart: int = Field(50, ge=1, le=500)
     retention_seconds: int = Field(86_400, ge=1)  # finished reservations stay readable this long
-    reclaim_batch: int = Field(100, ge=1, le=10_000)  # due holds reclaimed per script call
+    reclaim_batch: int = Field(100, ge=1, le=1000)  # due holds reclaimed per script call
     sweeper_interval_seconds: float = Field(1.0, gt=0)
     redis_max_connections: int = Field(64, ge=1)
 

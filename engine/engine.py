@@ -1,0 +1,521 @@
+"""ReservationEngine: the async API around the Lua scripts. Embeddable in any asyncio program.
+
+Every operation is one script call per partition it touches. A cart spanning partitions is
+reserved partition by partition and released again if a later partition refuses, so the caller
+sees all or nothing and no hold is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from engine import validation as check
+from engine.config import Settings, load_settings
+from engine.errors import EngineError, InvalidRequest, ReservationNotFound, UnknownSku
+from engine.keys import KeySchema, Partition
+from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
+from engine.scripts import Scripts
+from engine.types import (
+    ALLOCATION_STRATEGIES,
+    CartLine,
+    FulfilLine,
+    Level,
+    Reservation,
+    SkuConfig,
+    SkuSnapshot,
+    datetime_to_ms,
+)
+
+_LOCATION_CACHE_SIZE = 100_000
+
+
+class ReservationEngine:
+    def __init__(self, redis: Redis, settings: Settings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or load_settings()
+        self.keys = KeySchema(self.settings.partitions)
+        self.scripts = Scripts(redis)
+        # Test-only: shifts the time every script reads from Redis TIME. Always 0 in production.
+        self.clock_offset_ms = 0
+        # reservation id -> {partition: its SKUs}; a reservation's SKUs never change, and the
+        # scripts verify them, so a stale entry costs one retry, never a wrong answer.
+        self._located: OrderedDict[str, dict[int, tuple[str, ...]]] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReservationEngine:
+        if settings.redis_url is None:
+            raise InvalidRequest("settings.redis_url is not set (start the services first)")
+        redis = Redis.from_url(settings.redis_url, max_connections=settings.redis_max_connections)
+        return cls(redis, settings)
+
+    async def start(self) -> None:
+        await self.scripts.load_all(self.redis)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def ready(self) -> bool:
+        """Runs a real script (not PING): proves Redis answers and the scripts run."""
+        try:
+            part = self.keys.partition(0)
+            probe = "readiness-probe"
+            await self._run("snapshot", part, [part.events, *part.sku_keys(probe)], [probe, 1])
+        except UnknownSku:
+            return True
+        return True
+
+    # ---- SKU administration -------------------------------------------------------------
+
+    async def configure_sku(
+        self, sku: str, config: SkuConfig, *, reason: str = "correction", reference: str = ""
+    ) -> bool:
+        """Creates or replaces a SKU's configuration. Returns True when it was created."""
+        check.check_id("sku", sku)
+        check.check_reason(reason)
+        if config.allocation_strategy not in ALLOCATION_STRATEGIES:
+            raise InvalidRequest(f"allocation_strategy must be one of {ALLOCATION_STRATEGIES}")
+        for loc in config.locations:
+            check.check_id("location", loc.location)
+        part = self.keys.for_sku(sku)
+        payload = {
+            "locations": [
+                {
+                    "location": loc.location,
+                    "on_hand": loc.on_hand,
+                    "safety_stock": loc.safety_stock,
+                    "backorder_limit": loc.backorder_limit,
+                    "incoming": loc.incoming,
+                }
+                for loc in config.locations
+            ],
+            "purchase_limit": config.purchase_limit,
+            "max_active_holds_per_customer": config.max_active_holds_per_customer,
+            "max_extensions": config.max_extensions,
+            "allocation_strategy": config.allocation_strategy,
+            "low_stock_threshold": config.low_stock_threshold,
+            "backorder_lead_days": config.backorder_lead_days,
+            "sale_starts_at": _ms_or_none(config.sale_starts_at),
+            "sale_ends_at": _ms_or_none(config.sale_ends_at),
+        }
+        reply = await self._run(
+            "configure_sku",
+            part,
+            [part.events, part.skus, *part.sku_keys(sku)],
+            [
+                sku,
+                orjson.dumps(payload),
+                self.settings.reclaim_batch,
+                reason,
+                check.check_reference(reference),
+            ],
+        )
+        return bool(reply["created"])
+
+    async def inventory(self, sku: str) -> SkuSnapshot:
+        check.check_id("sku", sku)
+        part = self.keys.for_sku(sku)
+        reply = await self._run(
+            "snapshot", part, [part.events, *part.sku_keys(sku)], [sku, self.settings.reclaim_batch]
+        )
+        return snapshot_of(sku, reply)
+
+    async def sku_config(self, sku: str) -> SkuConfig | None:
+        try:
+            return (await self.inventory(sku)).config
+        except UnknownSku:
+            return None
+
+    async def restock(
+        self,
+        sku: str,
+        location: str,
+        quantity: int,
+        *,
+        reason: str = "restock",
+        reference: str = "",
+        idempotency_key: str | None = None,
+    ) -> Level:
+        check.check_quantity(sku, quantity, 10**12)
+        return await self._change_on_hand(
+            sku, location, "delta", quantity, None, reason, reference, "restocked", idempotency_key
+        )
+
+    async def adjust(
+        self,
+        sku: str,
+        location: str,
+        delta: int,
+        *,
+        reason: str,
+        reference: str = "",
+        idempotency_key: str | None = None,
+    ) -> Level:
+        if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
+            raise InvalidRequest("delta must be a non-zero integer", field="delta")
+        return await self._change_on_hand(
+            sku, location, "delta", delta, None, reason, reference, "adjusted", idempotency_key
+        )
+
+    async def set_on_hand(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        *,
+        reason: str = "correction",
+        reference: str = "",
+        change_from_quantity: int | None = None,
+    ) -> Level:
+        if isinstance(on_hand, bool) or not isinstance(on_hand, int) or on_hand < 0:
+            raise InvalidRequest("on_hand must be an integer >= 0", field="on_hand")
+        return await self._change_on_hand(
+            sku,
+            location,
+            "set",
+            on_hand,
+            change_from_quantity,
+            reason,
+            reference,
+            "on_hand_set",
+            None,
+        )
+
+    async def _change_on_hand(
+        self,
+        sku: str,
+        location: str,
+        mode: str,
+        quantity: int,
+        change_from: int | None,
+        reason: str,
+        reference: str,
+        event: str,
+        idempotency_key: str | None,
+    ) -> Level:
+        check.check_id("sku", sku)
+        check.check_id("location", location)
+        check.check_reason(reason)
+        reference = check.check_reference(reference)
+        part = self.keys.for_sku(sku)
+        fingerprint = ""
+        op_key = part.operation("")
+        if idempotency_key is not None:
+            check.check_id("idempotency_key", idempotency_key)
+            op_key = part.operation(idempotency_key)
+            fingerprint = _fingerprint(
+                [sku, location, mode, quantity, change_from, reason, reference]
+            )
+        reply = await self._run(
+            "change_on_hand",
+            part,
+            [part.events, *part.sku_keys(sku), op_key],
+            [
+                sku,
+                location,
+                mode,
+                quantity,
+                "" if change_from is None else change_from,
+                reason,
+                reference,
+                event,
+                fingerprint,
+                self.settings.retention_seconds * 1000,
+                self.settings.reclaim_batch,
+            ],
+        )
+        return level_of(location, reply)
+
+    # ---- Reservations -------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        reservation_id: str,
+        customer_id: str,
+        lines: Sequence[CartLine],
+        ttl_seconds: int | None = None,
+    ) -> Reservation:
+        """Holds every line or none. The same id with the same request returns the first answer."""
+        check.check_id("reservation_id", reservation_id)
+        check.check_id("customer_id", customer_id)
+        check.check_cart(lines, self.settings)
+        ttl = check.check_ttl(
+            self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
+        )
+        fingerprint = _fingerprint(
+            [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
+        )
+        groups: dict[int, list[CartLine]] = {}
+        for line in lines:
+            groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
+        located = {number: _skus_of(group) for number, group in groups.items()}
+        replies: dict[int, dict[str, Any]] = {}
+        try:
+            for number in sorted(groups):
+                replies[number] = await self._reserve_part(
+                    self.keys.partition(number),
+                    reservation_id,
+                    customer_id,
+                    groups[number],
+                    ttl,
+                    fingerprint,
+                )
+        except BaseException:
+            # A later partition refused: the holds taken so far go back, so nothing is left
+            # behind. A replayed part belongs to an earlier identical request: not ours to undo.
+            for number, reply in replies.items():
+                if reply.get("replayed") != 1:
+                    await self._res_op("release", reservation_id, {number: located[number]}, [])
+            raise
+        self._remember(reservation_id, located)
+        return reservation_of(reservation_id, [replies[n] for n in sorted(replies)])
+
+    async def _reserve_part(
+        self,
+        part: Partition,
+        reservation_id: str,
+        customer_id: str,
+        lines: list[CartLine],
+        ttl: int,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        skus = _skus_of(lines)
+        index = {sku: i + 1 for i, sku in enumerate(skus)}
+        keys = [part.events, part.reservation(reservation_id)]
+        for sku in skus:
+            keys.extend(part.sku_keys(sku))
+        s = self.settings
+        args: list[Any] = [
+            reservation_id,
+            customer_id,
+            ttl * 1000,
+            s.hold_ttl_min_seconds * 1000,
+            s.hold_ttl_max_seconds * 1000,
+            fingerprint,
+            s.retention_seconds * 1000,
+            s.reclaim_batch,
+            s.max_quantity_per_line,
+            orjson.dumps([[index[ln.sku], ln.quantity, ln.location or ""] for ln in lines]),
+            *skus,
+        ]
+        return await self._run("reserve", part, keys, args)
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        check.check_id("reservation_id", reservation_id)
+        replies = await self._read_parts(reservation_id)
+        if not replies:
+            raise ReservationNotFound(reservation_id=reservation_id)
+        self._remember(
+            reservation_id, {n: tuple(r["skus"].split("\n")) for n, r in replies.items()}
+        )
+        now = max(int(r["now"]) for r in replies.values())
+        return reservation_of(reservation_id, list(replies.values()), now)
+
+    async def extend(self, reservation_id: str, ttl_seconds: int | None = None) -> Reservation:
+        check.check_id("reservation_id", reservation_id)
+        ttl = check.check_ttl(
+            self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
+        )
+        s = self.settings
+        return await self._each_part(
+            "extend",
+            reservation_id,
+            [ttl * 1000, s.hold_ttl_min_seconds * 1000, s.hold_ttl_max_seconds * 1000],
+        )
+
+    async def commit(self, reservation_id: str, order_id: str) -> Reservation:
+        check.check_id("reservation_id", reservation_id)
+        check.check_id("order_id", order_id)
+        located = await self._locate(reservation_id)
+        replies: list[dict[str, Any]] = []
+        try:
+            for number in sorted(located):
+                replies.append(
+                    await self._res_op(
+                        "commit", reservation_id, {number: located[number]}, [order_id]
+                    )
+                )
+        except EngineError:
+            if replies:  # a later partition expired first: the cart cannot be half bought
+                await self._res_op(
+                    "release", reservation_id, dict(list(located.items())[: len(replies)]), []
+                )
+            raise
+        return reservation_of(reservation_id, replies)
+
+    async def fulfil(
+        self,
+        reservation_id: str,
+        lines: Sequence[FulfilLine] | None = None,
+        *,
+        fulfilment_id: str | None = None,
+    ) -> Reservation:
+        check.check_id("reservation_id", reservation_id)
+        if lines is not None:
+            check.check_fulfil_lines(lines)
+        if fulfilment_id is not None:
+            check.check_id("fulfilment_id", fulfilment_id)
+        located = await self._locate(reservation_id)
+        replies = []
+        for number in sorted(located):
+            mine = None
+            if lines is not None:
+                mine = [
+                    [ln.sku, ln.quantity, ln.location or ""]
+                    for ln in lines
+                    if self.keys.for_sku(ln.sku).number == number
+                ]
+                if not mine:
+                    continue
+            wanted = "" if mine is None else orjson.dumps(mine)
+            replies.append(
+                await self._res_op(
+                    "fulfil",
+                    reservation_id,
+                    {number: located[number]},
+                    [wanted, fulfilment_id or ""],
+                )
+            )
+        if not replies:
+            raise InvalidRequest("no fulfil line names a SKU of this reservation", field="lines")
+        return await self.get_reservation(reservation_id)
+
+    async def release(self, reservation_id: str) -> Reservation | None:
+        """Gives the units back. Idempotent: an unknown or finished reservation is left as it is."""
+        check.check_id("reservation_id", reservation_id)
+        try:
+            return await self._each_part("release", reservation_id, [])
+        except ReservationNotFound:
+            return None
+
+    async def _each_part(self, script: str, reservation_id: str, extra: list[Any]) -> Reservation:
+        located = await self._locate(reservation_id)
+        replies = [
+            await self._res_op(script, reservation_id, {n: located[n]}, extra)
+            for n in sorted(located)
+        ]
+        return reservation_of(reservation_id, replies)
+
+    # ---- Expiry --------------------------------------------------------------------------
+
+    async def sweep(self, *, batch: int = 200) -> int:
+        """Reclaims every due hold on every SKU (bounded per call of the script). Returns count."""
+        total = 0
+        for part in self.keys.all():
+            cursor: int = 0
+            while True:
+                cursor, members = await self.redis.sscan(part.skus, cursor, count=batch)
+                pending = [m.decode() if isinstance(m, bytes) else m for m in members]
+                while pending:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for sku in pending:
+                            await self.scripts["expire"](
+                                keys=[part.events, *part.sku_keys(sku)],
+                                args=[self.clock_offset_ms, sku, self.settings.reclaim_batch],
+                                client=pipe,
+                            )
+                        raws = await pipe.execute()
+                    replies = [decode(raw) for raw in raws]
+                    total += sum(int(r["reclaimed"]) for r in replies)
+                    pending = [sku for sku, r in zip(pending, replies, strict=True) if r["more"]]
+                if cursor == 0:
+                    break
+        return total
+
+    async def run_sweeper(self, stop: asyncio.Event, interval: float | None = None) -> None:
+        period = self.settings.sweeper_interval_seconds if interval is None else interval
+        while not stop.is_set():
+            await self.sweep()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            except TimeoutError:
+                pass
+
+    # ---- Plumbing ------------------------------------------------------------------------
+
+    async def _run(
+        self, name: str, part: Partition, keys: list[Any], args: list[Any]
+    ) -> dict[str, Any]:
+        raw = await self.scripts[name](keys=keys, args=[self.clock_offset_ms, *args])
+        return decode(raw)
+
+    async def _res_op(
+        self, name: str, reservation_id: str, located: dict[int, tuple[str, ...]], extra: list[Any]
+    ) -> dict[str, Any]:
+        """Runs a script on one reservation part, re-reading its SKU list once if it was stale."""
+        ((number, skus),) = located.items()
+        for attempt in range(2):
+            part = self.keys.partition(number)
+            keys = [part.events, part.reservation(reservation_id)]
+            for sku in skus:
+                keys.extend(part.sku_keys(sku))
+            args = [
+                reservation_id,
+                "\n".join(skus),
+                self.settings.retention_seconds * 1000,
+                self.settings.reclaim_batch,
+                *extra,
+            ]
+            try:
+                return await self._run(name, part, keys, args)
+            except StaleKeys:
+                if attempt:
+                    raise
+                self._located.pop(reservation_id, None)
+                fresh = await self._read_parts(reservation_id)
+                if number not in fresh:
+                    raise ReservationNotFound(reservation_id=reservation_id) from None
+                skus = tuple(fresh[number]["skus"].split("\n"))
+        raise AssertionError("unreachable")
+
+    async def _locate(self, reservation_id: str) -> dict[int, tuple[str, ...]]:
+        cached = self._located.get(reservation_id)
+        if cached is not None:
+            return cached
+        replies = await self._read_parts(reservation_id)
+        if not replies:
+            raise ReservationNotFound(reservation_id=reservation_id)
+        located = {n: tuple(r["skus"].split("\n")) for n, r in replies.items()}
+        self._remember(reservation_id, located)
+        return located
+
+    async def _read_parts(self, reservation_id: str) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in self.keys.all():
+                await self.scripts["get_reservation"](
+                    keys=[part.reservation(reservation_id)],
+                    args=[self.clock_offset_ms, reservation_id],
+                    client=pipe,
+                )
+            raws = await pipe.execute()
+        for part, raw in zip(self.keys.all(), raws, strict=True):
+            try:
+                found[part.number] = decode(raw)
+            except ReservationNotFound:
+                continue
+        return found
+
+    def _remember(self, reservation_id: str, located: dict[int, tuple[str, ...]]) -> None:
+        self._located[reservation_id] = located
+        self._located.move_to_end(reservation_id)
+        if len(self._located) > _LOCATION_CACHE_SIZE:
+            self._located.popitem(last=False)
+
+
+def _skus_of(lines: Sequence[CartLine]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(line.sku for line in lines))
+
+
+def _fingerprint(value: object) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=10).hexdigest()
+
+
+def _ms_or_none(value: Any) -> int | None:
+    return None if value is None else datetime_to_ms(value)

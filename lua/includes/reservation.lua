@@ -1,0 +1,88 @@
+-- includes/reservation.lua: one reservation's part in this partition.
+-- Hash fields: fp (request fingerprint), cust, st (held|committed|fulfilled|released|expired),
+-- exp (deadline ms), ext (extensions used), ord (order id), ca (created ms),
+-- skus (its SKUs, "\n"-joined, in KEYS order), lines (JSON [[sku, qty, [[loc, qty, backordered,
+-- fulfilled], ...]], ...]), fid:<id> (answers of idempotent fulfilments).
+
+local function load_reservation(res_key, reservation_id)
+  local raw = redis.call('HGETALL', res_key)
+  if #raw == 0 then
+    return nil
+  end
+  local r = {}
+  for i = 1, #raw, 2 do
+    r[raw[i]] = raw[i + 1]
+  end
+  r.exp = tonumber(r.exp)
+  r.ext = tonumber(r.ext or '0')
+  r.rid = reservation_id
+  return r
+end
+
+local function reply(r, extra)
+  local out = { ok = 1, st = r.st, exp = r.exp, cust = r.cust, ord = r.ord or '', ext = r.ext,
+                lines = r.lines }
+  if extra then
+    for k, v in pairs(extra) do out[k] = v end
+  end
+  return cjson.encode(out)
+end
+
+-- Loads the SKUs named by KEYS[first..] (three keys each) after checking they are the ones the
+-- reservation holds: the engine names them from a cache, and an id can be reused after retention.
+local function load_reservation_skus(r, skus_arg, first)
+  if r.skus ~= skus_arg then
+    return nil
+  end
+  local list = {}
+  local i = 0
+  for sku in string.gmatch(r.skus, '[^\n]+') do
+    local k = first + i * 3
+    list[sku] = load_sku(sku, KEYS[k], KEYS[k + 1], KEYS[k + 2])
+    i = i + 1
+  end
+  return list
+end
+
+-- Aggregated allocations of one SKU in a reservation: {{loc, qty}, ...} in first-seen order.
+local function allocations_by_sku(lines)
+  local by_sku, order = {}, {}
+  for _, line in ipairs(lines) do
+    local sku = line[1]
+    if by_sku[sku] == nil then
+      by_sku[sku] = {}
+      order[#order + 1] = sku
+    end
+    local agg = by_sku[sku]
+    for _, a in ipairs(line[3]) do
+      local found = false
+      for _, x in ipairs(agg) do
+        if x[1] == a[1] then
+          x[2] = x[2] + a[2]
+          found = true
+        end
+      end
+      if not found then
+        agg[#agg + 1] = { a[1], a[2] }
+      end
+    end
+  end
+  return by_sku, order
+end
+
+-- A held reservation past its deadline is expired: reclaim whatever lazy expiry has not reclaimed
+-- yet and record the final state, once.
+local function finalize_expired(r, res_key, skus, stream, ts, retention_ms)
+  local by_sku = allocations_by_sku(cjson.decode(r.lines))
+  for sku, allocs in pairs(by_sku) do
+    local s = skus[sku]
+    local member = hold_member(r.rid, r.cust, allocs)
+    if s ~= nil and redis.call('ZREM', s.holds, member) == 1 then
+      drop_hold(s, stream, ts, member, 'expired')
+      check_threshold(s, stream, ts)
+    end
+  end
+  r.st = 'expired'
+  redis.call('HSET', res_key, 'st', 'expired')
+  redis.call('PEXPIRE', res_key, retention_ms)
+end

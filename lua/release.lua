@@ -1,0 +1,68 @@
+-- release.lua: give a hold or a committed order's unshipped units back. Idempotent.
+--
+-- A held reservation's units leave `reserved`; a committed one's unfulfilled units leave
+-- `committed`. Releasing a finished reservation (released, expired, fulfilled) changes nothing.
+--
+-- KEYS[1]  partition event stream
+-- KEYS[2]  reservation hash
+-- KEYS[3 + 3i], KEYS[4 + 3i], KEYS[5 + 3i]  SKU hash, holds zset, customers hash of its SKU i
+-- ARGV[1]  clock offset ms (0 in production)
+-- ARGV[2]  reservation id
+-- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
+-- ARGV[4]  retention ms of a finished reservation
+-- ARGV[5]  reclaim limit
+--
+-- Returns JSON {ok=1, st, exp, cust, ord, ext, lines} (st is the state after the call)
+-- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys
+-- Events: released (one per location line), expired (when it finds the hold expired)
+
+local stream, res_key = KEYS[1], KEYS[2]
+local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
+
+local r = load_reservation(res_key, rid)
+if r == nil then
+  return fail('reservation_not_found', { reservation_id = rid })
+end
+local skus = load_reservation_skus(r, ARGV[3], 3)
+if skus == nil then
+  return fail('stale_keys')
+end
+local now = now_ms(ARGV[1])
+if r.st == 'held' and r.exp <= now then
+  finalize_expired(r, res_key, skus, stream, now, retention)
+end
+if r.st ~= 'held' and r.st ~= 'committed' then
+  return reply(r)
+end
+
+for _, s in pairs(skus) do
+  reclaim(s, stream, now, now, reclaim_limit)
+end
+local lines = cjson.decode(r.lines)
+if r.st == 'held' then
+  for sku, allocs in pairs(allocations_by_sku(lines)) do
+    local s = skus[sku]
+    local member = hold_member(rid, r.cust, allocs)
+    redis.call('ZREM', s.holds, member)
+    drop_hold(s, stream, now, member, 'released')
+  end
+else
+  for _, line in ipairs(lines) do
+    local s = skus[line[1]]
+    for _, a in ipairs(line[3]) do
+      local open = a[2] - (a[4] or 0)
+      if open > 0 then
+        change(s, stream, now, a[1], 0, 0, -open, { type = 'released', reservation_id = rid,
+          order_id = r.ord, customer_id = r.cust })
+        customer_add(s.cust, r.cust, -open, 0)
+      end
+    end
+  end
+end
+for _, s in pairs(skus) do
+  check_threshold(s, stream, now)
+end
+r.st = 'released'
+redis.call('HSET', res_key, 'st', 'released')
+redis.call('PEXPIRE', res_key, retention)
+return reply(r)

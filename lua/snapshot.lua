@@ -1,0 +1,20 @@
+-- snapshot.lua: one SKU's configuration and quantities, with due holds reclaimed first so the
+-- answer never counts an expired hold (reclaim is bounded; the sweeper takes any rest).
+--
+-- KEYS[1]  partition event stream
+-- KEYS[2]  SKU hash;  KEYS[3] holds zset;  KEYS[4] customers hash
+-- ARGV[1]  clock offset ms (0 in production)
+-- ARGV[2]  SKU
+-- ARGV[3]  reclaim limit
+--
+-- Returns JSON {ok=1, cfg (JSON string), q={loc={oh,rs,cm,ss,bl,inc}}, now}
+-- Errors: unknown_sku{sku}
+-- Events: expired, low_stock / out_of_stock / back_in_stock (from the reclaim)
+
+local s = load_sku(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
+if s == nil then
+  return fail('unknown_sku', { sku = ARGV[2] })
+end
+local now = now_ms(ARGV[1])
+reclaim(s, KEYS[1], now, now, int_arg(ARGV[3]))
+return cjson.encode({ ok = 1, cfg = redis.call('HGET', KEYS[2], 'cfg'), q = s.q, now = now })
