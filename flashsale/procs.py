@@ -1,0 +1,128 @@
+"""Process plumbing shared by the embedded servers: ports, pids, state files, locks, waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.errors import FlashsaleError
+
+Progress = Callable[[str], None]
+
+
+class EmbeddedServerError(FlashsaleError):
+    """An embedded server could not be found, started or stopped; the message is one line."""
+
+
+def no_progress(message: str) -> None:
+    """Default progress sink: library callers that pass none see nothing."""
+
+
+def free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
+    """A port nobody listens on now; the previous one when still free, so URLs stay stable."""
+    candidates = ([preferred] if preferred else []) + [0]
+    for candidate in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise EmbeddedServerError(f"no free TCP port on {host}")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    # Reap first: a server we spawned and that died stays a zombie (kill(0) succeeds on it)
+    # until its parent waits for it.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runs_program(pid: int, program: str) -> bool:
+    """Alive and still `program`: after a reboot a recorded pid may belong to anyone."""
+    if pid <= 0 or not pid_alive(pid):
+        return False
+    with contextlib.suppress(OSError):
+        return program.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return True  # no /proc (macOS): trust the pid
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def terminate(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL once `grace` seconds pass; returns when the pid is gone."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if wait_until(lambda: not pid_alive(pid), wait):
+            return
+    raise EmbeddedServerError(f"process {pid} survived SIGKILL")
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_state(path: Path, **state: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)  # atomic: a concurrent `status` never reads half a file
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Serialise start/stop of one server across processes (`dev` and `services up` racing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in tail) or "(empty log)"
