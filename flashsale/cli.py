@@ -83,8 +83,13 @@ def _reachable(name: str, url: str) -> bool:
     try:
         if name == "redis":
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
-            with redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3) as client:
+            no_retry = Retry(NoBackoff(), 0)  # a status probe answers now, not after backoff
+            with redis.Redis.from_url(
+                url, socket_connect_timeout=3, socket_timeout=3, retry=no_retry
+            ) as client:
                 return bool(client.ping())
         import psycopg
 

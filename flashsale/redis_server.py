@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from flashsale.procs import (
     EmbeddedServerError,
@@ -147,7 +149,15 @@ def _url(port: int) -> str:
 
 
 def _client(port: int) -> redis.Redis:
-    return redis.Redis(host=HOST, port=port, socket_timeout=5, socket_connect_timeout=2)
+    # No retries: a refused connection is the answer (stopped), and SHUTDOWN drops the link
+    # on purpose; redis-py's default backoff would turn each into seconds of waiting.
+    return redis.Redis(
+        host=HOST,
+        port=port,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _ping(port: int) -> bool:

@@ -1,0 +1,97 @@
+"""Real servers for the whole suite, isolated per test.
+
+    redis_url        session   FLASHSALE_TEST_REDIS_URL, else an embedded Redis for the session
+    database_url     session   FLASHSALE_TEST_DATABASE_URL, else an embedded Postgres
+    redis_client     function  async client (decode_responses) on a flushed Redis
+    pg_database_url  function  a fresh, empty Postgres database, dropped after the test
+    settings         function  Settings on those two, data_dir in tmp_path, Redis flushed
+
+With the override variables set the suite FLUSHES that Redis: point it at a test server only.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+import redis.asyncio
+
+from engine.config import Settings
+from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def embedded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded")
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_root: Path) -> Iterator[str]:
+    given = os.environ.get("FLASHSALE_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedRedis(embedded_root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(embedded_root: Path) -> Iterator[str]:
+    given = os.environ.get("FLASHSALE_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedPostgres(embedded_root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def pg_database_url(database_url: str) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(database_url, name)
+    finally:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+            # FORCE: a test that leaked a connection must not fail the next one's teardown.
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(redis_url: str, pg_database_url: str, tmp_path: Path) -> Settings:
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+    return Settings(redis_url=redis_url, database_url=pg_database_url, data_dir=tmp_path / "data")
+
+
+def libpq_url(url: str) -> str:
+    """The URL psycopg accepts: SQLAlchemy's `postgresql+psycopg://` without the driver."""
+    return url.replace("+psycopg", "", 1)
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))

@@ -1,0 +1,77 @@
+"""Settings come from FLASHSALE_* variables (or .env) and a bad one is one line naming it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_settings
+from engine.errors import ConfigurationError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No FLASHSALE_* variable or .env of the developer's shell leaks into these tests."""
+    for name in list(os.environ):
+        if name.startswith("FLASHSALE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_without_variables_the_servers_are_embedded() -> None:
+    settings = load_settings()
+    assert settings.redis_url is None and settings.database_url is None
+    assert settings.data_dir == Path(".flashsale")
+    assert settings.redis_appendfsync == "everysec"
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
+
+
+def test_variables_override_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHSALE_REDIS_URL", "redis://cache.internal:6380/2")
+    monkeypatch.setenv("FLASHSALE_DATABASE_URL", "postgresql://app@db.internal:5432/sales")
+    monkeypatch.setenv("FLASHSALE_DATA_DIR", "/var/lib/flashsale")
+    monkeypatch.setenv("FLASHSALE_REDIS_APPENDFSYNC", "always")
+    monkeypatch.setenv("FLASHSALE_PARTITIONS", "8")
+    monkeypatch.setenv("FLASHSALE_API_PORT", "9000")
+    settings = load_settings()
+    assert settings.redis_url == "redis://cache.internal:6380/2"
+    assert settings.database_url == "postgresql://app@db.internal:5432/sales"
+    assert settings.data_dir == Path("/var/lib/flashsale")
+    assert settings.redis_appendfsync == "always"
+    assert settings.partitions == 8
+    assert settings.api_port == 9000
+
+
+def test_an_empty_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHSALE_REDIS_URL", "")
+    assert load_settings().redis_url is None
+
+
+def test_a_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("FLASHSALE_REDIS_URL=redis://from-dotenv:6379/0\n")
+    assert load_settings().redis_url == "redis://from-dotenv:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FLASHSALE_REDIS_URL", "garbage"),
+        ("FLASHSALE_REDIS_URL", "redis://"),
+        ("FLASHSALE_REDIS_URL", "redis://localhost:notaport/0"),
+        ("FLASHSALE_DATABASE_URL", "mysql://db/sales"),
+        ("FLASHSALE_DATABASE_URL", "postgresql:///sales"),
+        ("FLASHSALE_REDIS_APPENDFSYNC", "sometimes"),
+        ("FLASHSALE_PARTITIONS", "zero"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ")
+    assert "\n" not in message
