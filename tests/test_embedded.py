@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import redis.asyncio
 
 from engine.config import Settings
 from flashsale.embedded import (
@@ -129,3 +130,28 @@ def test_without_urls_both_servers_start_and_stop_together(tmp_path: Path) -> No
     assert not EmbeddedRedis(tmp_path).is_running()
     assert not EmbeddedPostgres(tmp_path).is_running()
     assert stop_services(settings) == []
+
+
+async def test_each_test_gets_an_empty_redis(redis_client: redis.asyncio.Redis) -> None:
+    assert await redis_client.dbsize() == 0
+    await redis_client.set("left-behind", "1")  # the next test's client must not see it
+
+
+async def test_the_next_test_sees_none_of_it(redis_client: redis.asyncio.Redis) -> None:
+    assert await redis_client.get("left-behind") is None
+
+
+def test_each_test_gets_a_fresh_empty_database(pg_database_url: str, database_url: str) -> None:
+    assert pg_database_url != database_url
+    with psycopg.connect(pg_database_url) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert tables == (0,)
+
+
+def test_settings_point_at_the_test_servers(
+    settings: Settings, redis_url: str, pg_database_url: str, tmp_path: Path
+) -> None:
+    assert (settings.redis_url, settings.database_url) == (redis_url, pg_database_url)
+    assert settings.data_dir == tmp_path / "data"
