@@ -84,3 +84,12 @@ class KeySchema:
 
     def all(self) -> tuple[Partition, ...]:
         return self._parts
+
+
+def rate_limit(scope: str, subject: str, window: int) -> str:
+    """`rl:<scope>:<subject>:<window>`: the API's request counter for one fixed window.
+
+    One key per window number, so a new window starts at zero without a reset; the counter
+    expires shortly after its window ends. Single-key, so any Cluster slot will do.
+    """
+    return f"rl:{scope}:{subject}:{window}"
