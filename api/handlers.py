@@ -1,0 +1,74 @@
+"""Exception handlers: every failure leaves as problem+json, and a client's mistake never as 5xx."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from api.problems import ApiProblem, engine_problem, problem
+from engine.errors import EngineError
+
+log = logging.getLogger("flashsale.api")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
+    """Register the handlers; `on_refusal(code)` counts engine refusals for /metrics."""
+
+    async def engine_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, EngineError)
+        on_refusal(exc.code)
+        response = engine_problem(exc)
+        if response.status_code >= 500:
+            log.error("unexpected engine error on %s: %s", request.url.path, exc)
+        return response
+
+    async def api_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiProblem)
+        return problem(exc.status, exc.code, exc.detail, headers=exc.headers, extra=exc.extra)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [_slim(e) for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        detail = f"{where}: {first['msg']}{more}"
+        return problem(422, "validation_failed", detail, extra={"errors": errors})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        code = _HTTP_CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
+        return problem(status, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+    async def redis_error(request: Request, exc: Exception) -> Response:
+        # Redis down or failing over: the caller should retry, not treat it as a bug.
+        log.warning("redis unavailable on %s: %s", request.url.path, exc)
+        return problem(503, "redis_unavailable", "the stock store is unavailable, retry shortly",
+                       headers={"Retry-After": "1"})  # fmt: skip
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "an unexpected error occurred")
+
+    app.add_exception_handler(EngineError, engine_error)
+    app.add_exception_handler(ApiProblem, api_problem)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RedisError, redis_error)
+    app.add_exception_handler(Exception, server_error)
+
+
+def _slim(error: Any) -> dict[str, Any]:
+    # Drop `input` (it echoes the caller's data, possibly large) and `ctx` (may hold exceptions).
+    return {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}

@@ -1,0 +1,1 @@
+"""The routers: reservations, inventory (and SKUs), operations (health, readiness, metrics)."""

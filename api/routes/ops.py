@@ -1,0 +1,83 @@
+"""Liveness, readiness and metrics: no key needed (keep them off the public listener)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Response
+from redis.exceptions import RedisError
+
+from api.deps import ApiContext, Ctx
+from api.metrics import CONTENT_TYPE
+from api.openapi import problem_responses
+from api.problems import ApiProblem
+from api.schemas.ops import HealthOut, PartitionLagOut, ReadyOut
+
+log = logging.getLogger("flashsale.api")
+router = APIRouter(tags=["operations"])
+
+# Past this the durable side is broken rather than busy (Redis streams grow, a restore would
+# lose history): take the instance out of rotation so someone looks.
+MAX_SYNC_LAG_MS = 5 * 60 * 1000
+
+
+@router.get("/healthz")
+async def healthz() -> HealthOut:
+    """Liveness: the process answers (checks nothing else, so a Redis outage restarts nothing)."""
+    return HealthOut()
+
+
+@router.get("/readyz", responses=problem_responses(503))
+async def readyz(ctx: Ctx) -> ReadyOut:
+    """Readiness: Redis runs a real script, Postgres answers, the sync worker keeps up."""
+    checks: dict[str, str] = {}
+    try:
+        checks["redis"] = "ok" if await ctx.engine.ready() else "scripts not runnable"
+    except RedisError as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    if ctx.ledger.configured:
+        checks["postgres"] = "ok" if await ctx.ledger.ping() else "unavailable"
+    lag = await _lag(ctx) if checks["redis"] == "ok" else []
+    oldest = max((row.oldest_unsynced_age_ms or 0 for row in lag), default=0)
+    checks["worker"] = "ok" if oldest <= MAX_SYNC_LAG_MS else f"lagging {oldest // 1000} s"
+    partitions = [
+        PartitionLagOut(
+            partition=row.partition,
+            length=row.length,
+            pending=row.pending,
+            oldest_unsynced_age_ms=row.oldest_unsynced_age_ms,
+        )
+        for row in lag
+    ]
+    if any(state != "ok" for state in checks.values()):
+        raise ApiProblem(
+            503,
+            "not_ready",
+            ", ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok"),
+            checks=checks,
+            partitions=[p.model_dump() for p in partitions],
+        )
+    return ReadyOut(status="ready", checks=checks, partitions=partitions)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus: requests by route and status, latency, engine refusals, stream lag."""
+    try:
+        lag = await _lag(ctx)
+    except RedisError:
+        lag = []  # the request metrics are still worth a scrape while Redis is away
+    return Response(ctx.metrics.render(lag), media_type=CONTENT_TYPE)
+
+
+async def _lag(ctx: ApiContext) -> list[Any]:
+    try:
+        from engine.streams import partition_lag
+    except ImportError:  # the sync worker's issue brings it; until then there is no lag to show
+        return []
+    return list(await partition_lag(ctx.engine.redis, ctx.engine.keys))

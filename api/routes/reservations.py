@@ -1,0 +1,141 @@
+"""/v1/reservations: hold a cart, read it, extend, commit, fulfil, release.
+
+A storefront key acts on a reservation only with its X-Reservation-Token; an admin key needs
+none. The token is checked before the engine is asked, so a guessed id learns nothing (403).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Response
+
+from api.deps import Admin, Ctx, ReservationToken, Storefront, authorize_reservation
+from api.openapi import problem_responses
+from api.problems import ApiProblem
+from api.schemas.reservations import CommitIn, ExtendIn, FulfilIn, ReservationOut, ReserveIn
+from engine.types import ID_PATTERN, CartLine, FulfilLine
+
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+
+ReservationId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=ID_PATTERN.pattern,
+        max_length=64,
+        description="Makes a retry safe: the same key and request return the first answer.",
+    ),
+]
+_ON_RESERVATION = (401, 403, 404, 413, 422, 503)
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        200: {"model": ReservationOut, "description": "Replay of an earlier identical request"},
+        **problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
+    },
+)
+async def reserve(
+    body: ReserveIn,
+    ctx: Ctx,
+    caller: Storefront,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> ReservationOut:
+    """Hold every line of a cart, or none (201; 200 when an idempotent retry replays)."""
+    if idempotency_key and body.reservation_id and idempotency_key != body.reservation_id:
+        raise ApiProblem(
+            422, "validation_failed", "Idempotency-Key and reservation_id name different ids"
+        )
+    # Absent both, a fresh id: the request is then not safe to retry, as the caller chose.
+    reservation_id = idempotency_key or body.reservation_id or uuid.uuid4().hex
+    await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
+    lines = [CartLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
+    reservation = await ctx.engine.reserve(
+        reservation_id, body.customer_id, lines, body.ttl_seconds
+    )
+    if reservation.replayed:
+        response.status_code = 200
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+
+
+@router.get("/{reservation_id}", responses=problem_responses(*_ON_RESERVATION))
+async def get_reservation(
+    reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
+) -> ReservationOut:
+    """State and lines (a hold past its deadline reads as expired)."""
+    authorize_reservation(ctx, caller, reservation_id, token)
+    reservation = await ctx.engine.get_reservation(reservation_id)
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+
+
+@router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_RESERVATION, 409, 410))
+async def extend(
+    reservation_id: ReservationId,
+    ctx: Ctx,
+    caller: Storefront,
+    token: ReservationToken = None,
+    body: ExtendIn | None = None,
+) -> ReservationOut:
+    """A new deadline, `ttl_seconds` from now (409 past the SKU's extension cap)."""
+    authorize_reservation(ctx, caller, reservation_id, token)
+    ttl = body.ttl_seconds if body is not None else None
+    reservation = await ctx.engine.extend(reservation_id, ttl)
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+
+
+@router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_RESERVATION, 409, 410))
+async def commit(
+    reservation_id: ReservationId,
+    body: CommitIn,
+    ctx: Ctx,
+    caller: Storefront,
+    token: ReservationToken = None,
+) -> ReservationOut:
+    """Held → committed: an order was placed. Retrying with the same order_id is safe."""
+    authorize_reservation(ctx, caller, reservation_id, token)
+    reservation = await ctx.engine.commit(reservation_id, body.order_id)
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+
+
+@router.post("/{reservation_id}/fulfil", responses=problem_responses(*_ON_RESERVATION, 409))
+async def fulfil(
+    reservation_id: ReservationId,
+    ctx: Ctx,
+    caller: Admin,
+    body: FulfilIn | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> ReservationOut:
+    """Committed units ship, all of them or the lines given (admin)."""
+    body = body or FulfilIn(lines=None, fulfilment_id=None)
+    if idempotency_key and body.fulfilment_id and idempotency_key != body.fulfilment_id:
+        raise ApiProblem(
+            422, "validation_failed", "Idempotency-Key and fulfilment_id name different ids"
+        )
+    lines = None
+    if body.lines is not None:
+        lines = [FulfilLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
+    reservation = await ctx.engine.fulfil(
+        reservation_id, lines, fulfilment_id=idempotency_key or body.fulfilment_id
+    )
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+
+
+@router.delete(
+    "/{reservation_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def release(
+    reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
+) -> Response:
+    """Give the units back. Idempotent: 204 every time, also for a finished or unknown cart."""
+    authorize_reservation(ctx, caller, reservation_id, token)
+    await ctx.engine.release(reservation_id)
+    return Response(status_code=204)

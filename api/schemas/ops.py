@@ -1,0 +1,40 @@
+"""Bodies of /healthz and /readyz."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: Literal["ok"] = "ok"
+
+
+class PartitionLagOut(BaseModel):
+    partition: int
+    length: int = Field(description="Entries in the partition stream.")
+    pending: int = Field(description="Delivered to the sync worker, not yet acknowledged.")
+    oldest_unsynced_age_ms: int | None = Field(description="Age of the oldest unsynced event.")
+
+
+class ReadyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "checks": {"redis": "ok", "postgres": "ok", "worker": "ok"},
+                    "partitions": [
+                        {"partition": 0, "length": 12, "pending": 0, "oldest_unsynced_age_ms": 0}
+                    ],
+                }
+            ]
+        }
+    )
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description='Each dependency: "ok", or why it is not.')
+    partitions: list[PartitionLagOut] = Field(description="The sync worker's backlog.")
