@@ -122,7 +122,9 @@ def stub(name: str, issue: int, summary: str) -> None:
 
 
 # ── Subcommands filled by later issues: replace a line with your registration ──────────────────
-stub("serve", 6, "Serve the HTTP API (uvicorn).")
+from api.cli import serve  # noqa: E402 - registered where its stub stood
+
+app.command("serve")(serve)
 stub("worker", 4, "Run the sync worker: partition streams → Postgres.")
 stub("sweeper", 3, "Reclaim expired holds the lazy path has not reached.")
 stub("stock", 3, "Administer SKUs and stock levels.")
