@@ -1,0 +1,166 @@
+"""Stream entries → ledger rows. An entry that cannot become a row is poison (`PoisonEvent`).
+
+The field set is engine/events.py's; this module only checks and converts it. A check failing here
+fails the same way on every redelivery, so the worker parks such an entry instead of retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from engine import events
+from engine.streams import parse_stream_id
+
+LINE_TYPES = frozenset(
+    (
+        events.RESERVED, events.EXTENDED, events.COMMITTED, events.FULFILLED, events.RELEASED,
+        events.EXPIRED, events.RESTOCKED, events.ADJUSTED, events.ON_HAND_SET,
+    )
+)  # fmt: skip
+RESERVATION_TYPES = frozenset(
+    (
+        events.RESERVED, events.EXTENDED, events.COMMITTED, events.FULFILLED, events.RELEASED,
+        events.EXPIRED,
+    )
+)  # fmt: skip
+_INT_FIELDS = (
+    "d_on_hand", "d_reserved", "d_committed", "on_hand", "reserved", "committed", "available",
+    "backordered", "ts",
+)  # fmt: skip
+_TEXT_FIELDS = ("reservation_id", "order_id", "customer_id", "reason", "reference")
+_BIGINT = 2**63
+
+
+class PoisonEvent(Exception):
+    """This entry can never be written; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as read. Empty `fields`: it was deleted from the stream before syncing."""
+
+    partition: int
+    stream_id: str
+    fields: dict[bytes, bytes]
+
+    def printable(self) -> dict[str, str]:
+        return {
+            k.decode(errors="replace"): v.decode(errors="replace") for k, v in self.fields.items()
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    partition: int
+    stream_id: str
+    pos: tuple[int, int]  # the stream id as numbers: its order within the partition
+    type: str
+    sku: str
+    location: str
+    d_on_hand: int
+    d_reserved: int
+    d_committed: int
+    on_hand: int
+    reserved: int
+    committed: int
+    available: int
+    reservation_id: str | None
+    order_id: str | None
+    customer_id: str | None
+    reason: str | None
+    reference: str | None
+    backordered: int
+    expires_ms: int | None
+    data: Any  # decoded JSON, or None
+    ts: int
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.partition, self.stream_id)
+
+
+def parse(entry: Entry) -> Row:
+    if not entry.fields:
+        raise PoisonEvent("the entry was deleted from the stream before it was synced")
+    try:
+        f = {k.decode(): v.decode() for k, v in entry.fields.items()}
+    except UnicodeDecodeError as exc:
+        raise PoisonEvent(f"not UTF-8: {exc}") from None
+    missing = [name for name in events.FIELDS if name not in f]
+    if missing:
+        raise PoisonEvent(f"missing fields: {', '.join(missing)}")
+    kind, sku, location = f["type"], f["sku"], f["location"]
+    if kind not in events.EVENT_TYPES:
+        raise PoisonEvent(f"unknown event type {kind!r}")
+    if not sku:
+        raise PoisonEvent("empty sku")
+    if kind in LINE_TYPES and not location:
+        raise PoisonEvent(f"a {kind} event needs a location")
+    n = {name: _int(name, f[name]) for name in _INT_FIELDS}
+    t = {name: f[name] or None for name in _TEXT_FIELDS}
+    if kind in RESERVATION_TYPES and not (t["reservation_id"] and t["customer_id"]):
+        raise PoisonEvent(f"a {kind} event needs reservation_id and customer_id")
+    data = _json(f["data"]) if f["data"] else None
+    if kind == events.SKU_CONFIGURED and not _is_config(data):
+        raise PoisonEvent("sku_configured data is not a configuration with locations")
+    expires = _int("expires_at", f["expires_at"]) if f["expires_at"] else None
+    if kind in (events.RESERVED, events.EXTENDED) and expires is None:
+        raise PoisonEvent(f"a {kind} event needs expires_at")
+    try:
+        pos = parse_stream_id(entry.stream_id)
+    except ValueError:
+        raise PoisonEvent(f"bad stream id {entry.stream_id!r}") from None
+    return Row(
+        partition=entry.partition,
+        stream_id=entry.stream_id,
+        pos=pos,
+        type=kind,
+        sku=sku,
+        location=location,
+        d_on_hand=n["d_on_hand"],
+        d_reserved=n["d_reserved"],
+        d_committed=n["d_committed"],
+        on_hand=n["on_hand"],
+        reserved=n["reserved"],
+        committed=n["committed"],
+        available=n["available"],
+        reservation_id=t["reservation_id"],
+        order_id=t["order_id"],
+        customer_id=t["customer_id"],
+        reason=t["reason"],
+        reference=t["reference"],
+        backordered=n["backordered"],
+        expires_ms=expires,
+        data=data,
+        ts=n["ts"],
+    )
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PoisonEvent(f"{name} is not an integer: {raw[:40]!r}") from None
+    if not -_BIGINT < value < _BIGINT:
+        raise PoisonEvent(f"{name} out of range: {value}")
+    return value
+
+
+def _json(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonEvent(f"data is not JSON: {exc}") from None
+
+
+def _is_config(data: Any) -> bool:
+    if not isinstance(data, dict) or not isinstance(data.get("locations"), list):
+        return False
+    return all(isinstance(loc, dict) and loc.get("location") for loc in data["locations"])

@@ -1,0 +1,110 @@
+"""Rewrites the reservation rows a batch touched from their ledger rows (see reservations.py).
+
+Each reservation part is locked first (a transaction-scoped advisory lock), then read: under READ
+COMMITTED the read sees every row committed by a worker that held the lock before us, so the last
+of two concurrent workers to take the lock rebuilds from both batches' rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from psycopg import AsyncCursor
+
+from engine.restore import request_fingerprint
+from engine.types import Allocation, ReservationLine
+from sync_worker.db import columns, epoch_ms, ms
+from sync_worker.entries import RESERVATION_TYPES
+from sync_worker.reservations import ResEvent, State, rebuild
+
+# The keys arrive sorted and unnest yields them in array order: every worker locks in one order.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext(k), p) FROM unnest(%s::text[], %s::int[]) AS u(k, p)"
+_READ = f"""
+SELECT reservation_id, partition, split_part(stream_id, '-', 1)::bigint,
+    split_part(stream_id, '-', 2)::bigint, type, sku, location, d_reserved, d_committed, order_id,
+    customer_id, reference, backordered, data, {epoch_ms("occurred_at")}, {epoch_ms("expires_at")}
+FROM inventory_transactions
+WHERE reservation_id = ANY(%s) AND type = ANY(%s)
+"""
+_DELETE_LINES = """DELETE FROM reservation_lines
+WHERE (reservation_id, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"""
+_UPSERT = f"""
+INSERT INTO reservations AS r (reservation_id, partition, customer_id, status, order_id,
+    expires_at, extensions, fingerprint, fulfilments, created_at, finished_at, updated_at)
+SELECT k, p, c, st, o, {ms("e")}, x, fp, f::jsonb, {ms("ca")}, {ms("fin")}, now()
+FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::int[],
+    %s::text[], %s::text[], %s::bigint[], %s::bigint[])
+  AS u(k, p, c, st, o, e, x, fp, f, ca, fin)
+ON CONFLICT (reservation_id, partition) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+    status = EXCLUDED.status, order_id = EXCLUDED.order_id, expires_at = EXCLUDED.expires_at,
+    extensions = EXCLUDED.extensions, fingerprint = EXCLUDED.fingerprint,
+    fulfilments = EXCLUDED.fulfilments, created_at = EXCLUDED.created_at,
+    finished_at = EXCLUDED.finished_at, updated_at = now()
+"""
+_LINES = """
+INSERT INTO reservation_lines (reservation_id, partition, line_no, location, alloc_no, sku,
+    quantity, backordered, fulfilled, hold_expired)
+SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::text[], %s::int[], %s::text[],
+    %s::bigint[], %s::bigint[], %s::bigint[], %s::bool[])
+"""
+
+
+async def refresh(cur: AsyncCursor, keys: list[tuple[str, int]]) -> None:
+    if not keys:
+        return
+    ids, parts = [k for k, _ in keys], [p for _, p in keys]
+    await cur.execute(_LOCK, (ids, parts))
+    await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)))
+    wanted = set(keys)
+    by_key: dict[tuple[str, int], list[ResEvent]] = {}
+    for rid, part, ms_, seq, *rest in await cur.fetchall():
+        if (rid, part) in wanted:
+            by_key.setdefault((rid, part), []).append(ResEvent((ms_, seq), *rest))
+    states = {key: s for key in keys if (s := rebuild(by_key.get(key, []))) is not None}
+    if not states:
+        return
+    done = sorted(states)
+    await cur.execute(_DELETE_LINES, ([k for k, _ in done], [p for _, p in done]))
+    await cur.execute(_UPSERT, columns([_reservation_row(k, states[k]) for k in done], 11))
+    lines = [row for k in done for row in _line_rows(k, states[k])]
+    if lines:
+        await cur.execute(_LINES, columns(lines, 10))
+
+
+def _reservation_row(key: tuple[str, int], s: State) -> tuple[Any, ...]:
+    fulfilments = orjson.dumps(s.fulfilments).decode()
+    return (*key, s.customer_id, s.status, s.order_id, s.expires_ms, s.extensions,
+            s.fingerprint or _likely_fingerprint(s), fulfilments, s.created_ms,
+            s.finished_ms)  # fmt: skip
+
+
+def _likely_fingerprint(s: State) -> str:
+    """The events do not carry the request's fingerprint: this is the one reserve() stored if
+    the cart named no location and lay in one partition (what storefronts send). Restore puts it
+    back so a retried reserve replays; for any other cart a retry answers a conflict, never a
+    second hold."""
+    lines = [
+        ReservationLine(line.sku, line.quantity, tuple(Allocation(a.location, a.quantity)
+                                                       for a in line.allocs))
+        for line in s.lines
+    ]  # fmt: skip
+    return request_fingerprint(s.customer_id, s.ttl_ms // 1000, lines)
+
+
+def _line_rows(key: tuple[str, int], s: State) -> list[tuple[Any, ...]]:
+    return [
+        (
+            *key,
+            n,
+            a.location,
+            i,
+            line.sku,
+            a.quantity,
+            a.backordered,
+            a.fulfilled,
+            line.hold_expired,
+        )
+        for n, line in enumerate(s.lines, start=1)
+        for i, a in enumerate(line.allocs, start=1)
+    ]

@@ -1,0 +1,193 @@
+"""One batch of stream entries → one Postgres transaction (DESIGN §5).
+
+Ledger rows go in with `ON CONFLICT (partition, stream_id) DO NOTHING RETURNING`; only the rows
+that came back (new ones, not redeliveries) touch skus, levels and reservations. Every statement
+sends whole columns as arrays (`unnest`), so a batch costs a handful of round trips, not one per
+event. Rows are handled in a fixed order (by key) so concurrent workers lock in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import orjson
+from psycopg import AsyncConnection, AsyncCursor
+
+from engine import events
+from sync_worker import reservations_sql
+from sync_worker.db import columns, ms
+from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
+
+_LEDGER = f"""
+INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
+    d_reserved, d_committed, on_hand, reserved, committed, available, reservation_id, order_id,
+    customer_id, reason, reference, backordered, expires_at, data, occurred_at)
+SELECT p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, {ms("exp")},
+    d::jsonb, {ms("ts")}
+FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+    %s::text[], %s::bigint[])
+  AS u(p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, exp, d, ts)
+ON CONFLICT (partition, stream_id) DO NOTHING
+RETURNING partition, stream_id
+"""
+_SKUS = """INSERT INTO skus (sku, partition) SELECT * FROM unnest(%s::text[], %s::int[])
+ON CONFLICT (sku) DO NOTHING"""
+_LOCATIONS = """INSERT INTO locations (location) SELECT unnest(%s::text[])
+ON CONFLICT (location) DO NOTHING"""
+_CONFIG = f"""
+INSERT INTO skus AS s (sku, partition, config, config_ms, config_seq, configured_at)
+VALUES (%s, %s, %s::jsonb, %s, %s, {ms("%s")})
+ON CONFLICT (sku) DO UPDATE SET partition = EXCLUDED.partition, config = EXCLUDED.config,
+    config_ms = EXCLUDED.config_ms, config_seq = EXCLUDED.config_seq,
+    configured_at = EXCLUDED.configured_at
+WHERE (s.config_ms, s.config_seq) < (EXCLUDED.config_ms, EXCLUDED.config_seq)
+RETURNING sku
+"""
+_LEVEL_CONFIG = """
+INSERT INTO inventory_levels (sku, location, safety_stock, backorder_limit, incoming)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])
+ON CONFLICT (sku, location) DO UPDATE SET safety_stock = EXCLUDED.safety_stock,
+    backorder_limit = EXCLUDED.backorder_limit, incoming = EXCLUDED.incoming, updated_at = now()
+"""
+_LEVELS = """
+INSERT INTO inventory_levels AS v (sku, location, on_hand, reserved, committed, last_ms, last_seq)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::bigint[])
+ON CONFLICT (sku, location) DO UPDATE SET on_hand = EXCLUDED.on_hand,
+    reserved = EXCLUDED.reserved, committed = EXCLUDED.committed, last_ms = EXCLUDED.last_ms,
+    last_seq = EXCLUDED.last_seq, updated_at = now()
+WHERE (v.last_ms, v.last_seq) < (EXCLUDED.last_ms, EXCLUDED.last_seq)
+"""
+_DEAD = """
+INSERT INTO sync_dead_letters (partition, stream_id, fields, error)
+SELECT p, s, f::jsonb, e FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[])
+  AS u(p, s, f, e)
+ON CONFLICT (partition, stream_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    inserted: int
+    duplicates: int
+    dead: int
+
+
+async def write_batch(
+    conn: AsyncConnection, rows: list[Row], dead: list[tuple[Entry, str]]
+) -> BatchResult:
+    unique = sorted({row.key: row for row in rows}.values(), key=lambda r: r.key)
+    async with conn.transaction(), conn.cursor() as cur:
+        fresh = await _insert_ledger(cur, unique)
+        await _upsert_names(cur, fresh)
+        await _apply_config(cur, fresh)
+        await _apply_levels(cur, fresh)
+        await reservations_sql.refresh(
+            cur, sorted({(r.reservation_id or "", r.partition) for r in fresh if _touches(r)})
+        )
+        if dead:
+            await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
+    return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
+
+
+async def _insert_ledger(cur: AsyncCursor, rows: list[Row]) -> list[Row]:
+    if not rows:
+        return []
+    values = [
+        (
+            r.partition,
+            r.stream_id,
+            r.type,
+            r.sku,
+            r.location,
+            r.d_on_hand,
+            r.d_reserved,
+            r.d_committed,
+            r.on_hand,
+            r.reserved,
+            r.committed,
+            r.available,
+            r.reservation_id,
+            r.order_id,
+            r.customer_id,
+            r.reason,
+            r.reference,
+            r.backordered,
+            r.expires_ms,
+            None if r.data is None else orjson.dumps(r.data).decode(),
+            r.ts,
+        )  # fmt: skip
+        for r in rows
+    ]
+    await cur.execute(_LEDGER, columns(values, 21))
+    inserted = {(p, s) for p, s in await cur.fetchall()}
+    return [r for r in rows if r.key in inserted]
+
+
+async def _upsert_names(cur: AsyncCursor, rows: list[Row]) -> None:
+    skus = sorted({r.sku: r.partition for r in rows}.items())
+    if skus:
+        await cur.execute(_SKUS, columns(skus, 2))
+    names = {r.location for r in rows if r.location}
+    for r in rows:
+        if r.type == events.SKU_CONFIGURED:
+            names.update(loc["location"] for loc in r.data["locations"])
+    if names:
+        await cur.execute(_LOCATIONS, (sorted(names),))
+
+
+async def _apply_config(cur: AsyncCursor, rows: list[Row]) -> None:
+    for r in _latest(rows, lambda r: r.sku if r.type == events.SKU_CONFIGURED else None):
+        config = orjson.dumps(r.data).decode()
+        await cur.execute(_CONFIG, (r.sku, r.partition, config, *r.pos, r.ts))
+        if await cur.fetchone() is None:
+            continue  # a newer configuration is already in place
+        locs = sorted(r.data["locations"], key=lambda loc: loc["location"])
+        await cur.execute(
+            _LEVEL_CONFIG,
+            columns(
+                [
+                    (
+                        r.sku,
+                        loc["location"],
+                        int(loc.get("safety_stock") or 0),
+                        int(loc.get("backorder_limit") or 0),
+                        int(loc.get("incoming") or 0),
+                    )
+                    for loc in locs
+                ],  # fmt: skip
+                5,
+            ),
+        )
+
+
+async def _apply_levels(cur: AsyncCursor, rows: list[Row]) -> None:
+    latest = _latest(rows, lambda r: (r.sku, r.location) if r.type in LINE_TYPES else None)
+    if latest:
+        values = [
+            (r.sku, r.location, r.on_hand, r.reserved, r.committed, *r.pos)
+            for r in sorted(latest, key=lambda r: (r.sku, r.location))
+        ]
+        await cur.execute(_LEVELS, columns(values, 7))
+
+
+def _latest(rows: list[Row], key_of: Callable[[Row], Hashable | None]) -> list[Row]:
+    """The newest row (stream order) per key; rows whose key is None are skipped."""
+    best: dict[Hashable, Row] = {}
+    for r in rows:
+        key = key_of(r)
+        if key is not None and (key not in best or best[key].pos < r.pos):
+            best[key] = r
+    return list(best.values())
+
+
+def _touches(row: Row) -> bool:
+    return row.type in RESERVATION_TYPES and bool(row.reservation_id)
+
+
+def _dead_row(entry: Entry, why: str) -> tuple[object, ...]:
+    fields = orjson.dumps(entry.printable()).decode() if entry.fields else None
+    return (entry.partition, entry.stream_id, fields, why)
