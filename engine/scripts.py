@@ -24,6 +24,7 @@ SCRIPTS = (
     "change_on_hand",
     "snapshot",
     "get_reservation",
+    "restore_sku",
 )
 
 

@@ -1,0 +1,171 @@
+"""`flashsale reconcile`: does Postgres say what Redis says, for every SKU and location?
+
+Per partition, one MULTI reads the SKU hashes and the stream together: a snapshot of Redis and of
+every event that produced it. Postgres is then read and moved forward by the stream entries it
+has not synced yet (levels keep the stream id of the event they were set from), so the check
+works while the worker lags. If Postgres turns out to be ahead of the snapshot (events arrived
+and synced in between), the partition is read again. `deep` also checks that summing the ledger's
+deltas gives the levels: a gap or a duplicate in the ledger shows there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from engine import events
+from engine.keys import KeySchema, Partition
+from engine.streams import parse_stream_id
+from sync_worker.entries import LINE_TYPES
+
+QUANTITIES = ("on_hand", "reserved", "committed", "safety_stock", "backorder_limit", "incoming")
+_REDIS_FIELD = dict(zip(QUANTITIES, ("oh", "rs", "cm", "ss", "bl", "in"), strict=True))
+CONFIG_FIELDS = (
+    "purchase_limit", "max_active_holds_per_customer", "max_extensions", "allocation_strategy",
+    "low_stock_threshold", "backorder_lead_days", "sale_starts_at", "sale_ends_at",
+)  # fmt: skip
+ATTEMPTS = 5
+
+_PG_SKUS = "SELECT sku, config, config_ms, config_seq FROM skus WHERE partition = %s"
+_PG_LEVELS = f"""SELECT sku, location, {", ".join(QUANTITIES)}, last_ms, last_seq
+FROM inventory_levels WHERE sku = ANY(%s)"""
+_LEDGER_SUMS = """SELECT l.sku, l.location, l.on_hand, l.reserved, l.committed,
+    coalesce(sum(t.d_on_hand), 0), coalesce(sum(t.d_reserved), 0), coalesce(sum(t.d_committed), 0)
+FROM inventory_levels l LEFT JOIN inventory_transactions t USING (sku, location)
+GROUP BY l.sku, l.location, l.on_hand, l.reserved, l.committed"""
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    sku: str
+    location: str
+    field: str
+    redis: Any
+    postgres: Any
+
+
+@dataclass
+class ReconcileResult:
+    drifts: list[Drift] = field(default_factory=list)
+    skus: int = 0
+    levels: int = 0
+    unsynced_applied: int = 0  # stream entries Postgres did not have yet, accounted for
+    # Partitions where Postgres holds events newer than Redis' stream, read after read: Redis lost
+    # writes it had acknowledged (a crash under appendfsync everysec/no), or the sale never paused.
+    ahead: list[int] = field(default_factory=list)
+
+
+async def reconcile(
+    redis: Redis, conn: AsyncConnection, schema: KeySchema, *, deep: bool = False
+) -> ReconcileResult:
+    result = ReconcileResult()
+    for part in schema.all():
+        for attempt in range(ATTEMPTS):
+            if await _partition(redis, conn, part, result, final=attempt == ATTEMPTS - 1):
+                break
+            await asyncio.sleep(0.05 * (attempt + 1))
+    if deep:
+        async with conn.cursor() as cur:
+            await cur.execute(_LEDGER_SUMS)
+            for sku, loc, oh, rs, cm, s_oh, s_rs, s_cm in await cur.fetchall():
+                for name, level, total in (("on_hand", oh, s_oh), ("reserved", rs, s_rs),
+                                           ("committed", cm, s_cm)):  # fmt: skip
+                    if level != total:
+                        result.drifts.append(Drift(sku, loc, f"ledger sum of {name}", None, total))
+    return result
+
+
+async def _partition(
+    redis: Redis, conn: AsyncConnection, part: Partition, result: ReconcileResult, final: bool
+) -> bool:
+    """Compares one partition; False when Postgres was ahead of the snapshot (read again)."""
+    names = sorted(_text(s) for s in await redis.smembers(part.skus))
+    async with redis.pipeline(transaction=True) as pipe:
+        for sku in names:
+            pipe.hgetall(part.sku(sku))
+        pipe.xrange(part.events, "-", "+")
+        pipe.xinfo_stream(part.events)
+        replies = await pipe.execute(raise_on_error=False)
+    *hashes, entries, info = replies
+    if isinstance(entries, ResponseError):
+        entries = []
+    top = (0, 0) if isinstance(info, ResponseError) else parse_stream_id(info["last-generated-id"])
+    redis_side = {
+        sku: {_text(k): _text(v) for k, v in h.items()}
+        for sku, h in zip(names, hashes, strict=True)
+    }
+
+    async with conn.cursor() as cur:
+        await cur.execute(_PG_SKUS, (part.number,))
+        pg_skus = {sku: [cfg, (ms, seq)] for sku, cfg, ms, seq in await cur.fetchall()}
+        await cur.execute(_PG_LEVELS, (sorted(set(names) | set(pg_skus)),))
+        pg_levels = {(r[0], r[1]): [*r[2:8], (r[8], r[9])] for r in await cur.fetchall()}
+        await conn.rollback()  # a read-only look: end the implicit transaction
+    ahead = any(v[1] > top for v in pg_skus.values()) or any(v[6] > top for v in pg_levels.values())
+    if ahead and top != (0, 0):  # (0, 0): no stream at all, nothing can arrive meanwhile
+        if not final:
+            return False
+        result.ahead.append(part.number)
+    applied = _catch_up(entries, pg_skus, pg_levels)
+
+    for sku in sorted(set(redis_side) | {s for s, v in pg_skus.items() if v[0] is not None}):
+        _compare_sku(sku, redis_side.get(sku), pg_skus.get(sku, [None])[0], pg_levels, result)
+    result.unsynced_applied += applied
+    return True
+
+
+def _catch_up(entries: list[Any], skus: dict[str, Any], levels: dict[Any, Any]) -> int:
+    applied = 0
+    for stream_id, raw in entries:
+        pos = parse_stream_id(stream_id)
+        f = {_text(k): _text(v) for k, v in raw.items()}
+        kind, sku, loc = f.get("type"), f.get("sku", ""), f.get("location", "")
+        if kind == events.SKU_CONFIGURED and pos > skus.get(sku, [None, (0, 0)])[1]:
+            config = orjson.loads(f["data"])
+            skus[sku] = [config, pos]
+            for c in config["locations"]:
+                row = levels.setdefault((sku, c["location"]), [0] * 6 + [(0, 0)])
+                row[3:6] = [c["safety_stock"], c["backorder_limit"], c["incoming"]]
+            applied += 1
+        elif kind in LINE_TYPES:
+            row = levels.setdefault((sku, loc), [0] * 6 + [(0, 0)])
+            if pos > row[6]:
+                row[0:3] = [int(f["on_hand"]), int(f["reserved"]), int(f["committed"])]
+                row[6] = pos
+                applied += 1
+    return applied
+
+
+def _compare_sku(
+    sku: str, h: dict[str, str] | None, config: Any, levels: dict[Any, Any], out: ReconcileResult
+) -> None:
+    out.skus += 1
+    if h is None or config is None:
+        out.drifts.append(
+            Drift(sku, "", "sku", "present" if h else "missing", "present" if config else "missing")
+        )
+        return
+    cfg = orjson.loads(h["cfg"])
+    locations = [c["location"] for c in config["locations"]]
+    if cfg["locations"] != locations:
+        out.drifts.append(Drift(sku, "", "locations", cfg["locations"], locations))
+    for name in CONFIG_FIELDS:
+        if cfg.get(name) != config.get(name):
+            out.drifts.append(Drift(sku, "", name, cfg.get(name), config.get(name)))
+    for loc in cfg["locations"]:
+        out.levels += 1
+        row = levels.get((sku, loc), [0] * 6)
+        for i, name in enumerate(QUANTITIES):
+            in_redis = int(h.get(f"{_REDIS_FIELD[name]}:{loc}", "0"))
+            if in_redis != row[i]:
+                out.drifts.append(Drift(sku, loc, name, in_redis, row[i]))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
