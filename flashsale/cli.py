@@ -125,12 +125,14 @@ def stub(name: str, issue: int, summary: str) -> None:
 from api.cli import serve  # noqa: E402 - registered where its stub stood
 
 app.command("serve")(serve)
-stub("worker", 4, "Run the sync worker: partition streams → Postgres.")
+from sync_worker.cli import db_app, reconcile, restore, worker_app  # noqa: E402 - as above
+
+app.add_typer(worker_app, name="worker")
 stub("sweeper", 3, "Reclaim expired holds the lazy path has not reached.")
 stub("stock", 3, "Administer SKUs and stock levels.")
-stub("reconcile", 4, "Compare Redis with Postgres and report drift.")
-stub("restore", 4, "Rebuild Redis from Postgres after Redis loss.")
-stub("db", 4, "Database migrations and maintenance.")
+app.command("reconcile")(reconcile)
+app.command("restore")(restore)
+app.add_typer(db_app, name="db")
 stub("loadtest", 5, "Run the Locust load-test suites.")
 stub("bench", 7, "Run the benchmark harness.")
 # ── end of later-issue subcommands ─────────────────────────────────────────────────────────────

@@ -1,0 +1,168 @@
+"""The worker's commands, registered by flashsale/cli.py:
+
+    flashsale worker run [--consumer NAME] [--metrics-port N]    stream → Postgres, until SIGTERM
+    flashsale worker status                                      lag per partition stream
+    flashsale db upgrade | downgrade | current                   migrations
+    flashsale reconcile [--deep]                                 Redis vs Postgres, exit 1 on drift
+    flashsale restore [--force]                                  Redis rebuilt from Postgres
+
+Heavy imports stay inside the commands: `flashsale --help` imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Annotated, Any
+
+import typer
+
+from flashsale.ui import EXIT_FAILURE, console, fail, settings_or_exit
+
+worker_app = typer.Typer(
+    help="The sync worker: every stream event into Postgres, exactly once.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Postgres schema migrations (Alembic).", no_args_is_help=True)
+
+
+def _services() -> tuple[Any, str, str]:
+    from flashsale.embedded import ensure_services
+
+    settings = settings_or_exit()
+    redis_url, database_url = ensure_services(settings)
+    return settings, redis_url, database_url
+
+
+@worker_app.command("run")
+def worker_run(
+    consumer: Annotated[
+        str | None, typer.Option(help="Consumer name in the group (default: host-pid).")
+    ] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")
+    ] = 0,
+) -> None:
+    """Sync the partition streams into Postgres until SIGTERM/Ctrl-C; the batch in hand finishes."""
+    from redis.asyncio import Redis
+
+    from sync_worker.metrics import WorkerMetrics
+    from sync_worker.worker import SyncWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings, redis_url, database_url = _services()
+    name = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    metrics = WorkerMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port, settings.api_host)
+
+    async def main() -> None:
+        # No socket timeout on the blocking read would let a half-dead connection hang forever.
+        timeout = settings.worker_block_ms / 1000 + 10
+        redis = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=5)
+        worker = SyncWorker(redis, database_url, settings, name, metrics)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run()
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+
+
+@worker_app.command("status")
+def worker_status() -> None:
+    """Show each partition stream's length, pending entries and oldest unsynced event."""
+    from redis.asyncio import Redis
+    from rich.table import Table
+
+    from engine.keys import KeySchema
+    from engine.streams import partition_lag
+
+    settings, redis_url, _ = _services()
+
+    async def lag() -> list[Any]:
+        async with Redis.from_url(redis_url) as redis:
+            return await partition_lag(redis, KeySchema(settings.partitions))
+
+    table = Table("partition", "length", "pending", "oldest unsynced", "state")
+    for row in asyncio.run(lag()):
+        age = f"{row.oldest_unsynced_age_ms / 1000:.1f} s" if row.oldest_unsynced_age_ms else "-"
+        state = "synced" if row.synced else "behind"
+        if not row.group_exists:
+            state = "no worker has run"
+        table.add_row(str(row.partition), str(row.length), str(row.pending), age, state)
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database to the newest schema (or to --revision)."""
+    from sync_worker import migrations
+
+    _, _, database_url = _services()
+    migrations.upgrade(database_url, revision)
+    console.print(f"database at revision {migrations.current(database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Option(help="Target revision ('base': empty).")] = "base",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Migrate the database down: to 'base' DROPS every table, the ledger included."""
+    from sync_worker import migrations
+
+    _, _, database_url = _services()
+    if not yes and not typer.confirm(f"Downgrade to {revision}, dropping what it drops?"):
+        raise typer.Exit(EXIT_FAILURE)
+    migrations.downgrade(database_url, revision)
+    console.print(f"database at revision {migrations.current(database_url) or 'base (empty)'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from sync_worker import migrations
+
+    _, _, database_url = _services()
+    console.print(migrations.current(database_url) or "base (empty)")
+
+
+def reconcile(
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also check the ledger's deltas sum to the levels.")
+    ] = False,
+) -> None:
+    """Compare every SKU and location in Redis with Postgres; exit 1 on any difference."""
+    from sync_worker.commands import run_reconcile
+
+    settings, redis_url, database_url = _services()
+    if not asyncio.run(run_reconcile(settings, redis_url, database_url, deep=deep)):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def restore(
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a Redis that still holds flashsale data.")
+    ] = False,
+) -> None:
+    """Rebuild Redis (SKUs, levels, holds, orders) from Postgres after Redis lost its data."""
+    from engine.restore import RedisNotEmpty, RestoreError
+    from sync_worker.commands import run_restore_command
+
+    settings, redis_url, database_url = _services()
+    try:
+        ok = asyncio.run(run_restore_command(settings, redis_url, database_url, force=force))
+    except RedisNotEmpty as exc:
+        fail(f"{exc} (--force overwrites it)")
+    except RestoreError as exc:
+        fail(str(exc))
+    if not ok:
+        raise typer.Exit(EXIT_FAILURE)
