@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (reservations.router, inventory.router, skus.router, ops.router):
         app.include_router(router)
     handlers.install(app, metrics.refused)
-    install_openapi(app)
+    install_openapi(app, settings)
     # Last added runs first: metrics see every response, including the body cap's 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -13,12 +13,18 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from api.openapi import allowed_methods
 from api.problems import ApiProblem, engine_problem, problem
 from engine.errors import EngineError
 
 log = logging.getLogger("flashsale.api")
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_CODES = {
+    400: "malformed_body",  # FastAPI's answer to a body it cannot decode (not UTF-8, …)
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
 
 
 def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
@@ -49,7 +55,10 @@ def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
         code = _HTTP_CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
-        return problem(status, code, str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if status == 405:
+            headers["Allow"] = allowed_methods(app, request.url.path) or headers.get("Allow", "")
+        return problem(status, code, str(exc.detail), headers=headers)
 
     async def redis_error(request: Request, exc: Exception) -> Response:
         # Redis down or failing over: the caller should retry, not treat it as a bug.

@@ -21,7 +21,8 @@ log = logging.getLogger("flashsale.api")
 COLUMNS = (
     "id", "partition", "stream_id", "type", "sku", "location", "d_on_hand", "d_reserved",
     "d_committed", "on_hand", "reserved", "committed", "available", "reservation_id", "order_id",
-    "customer_id", "reason", "reference", "backordered", "data", "occurred_at", "recorded_at",
+    "customer_id", "reason", "reference", "backordered", "expires_at", "data", "occurred_at",
+    "recorded_at",
 )  # fmt: skip
 
 _PAGE_SQL = f"""
@@ -33,6 +34,7 @@ _PAGE_SQL = f"""
     LIMIT %(limit)s
 """
 _CONNECT_TIMEOUT_S = 5
+_PING_TIMEOUT_S = 1.0  # readiness probes give up after about a second
 _STATEMENT_TIMEOUT_MS = 5_000  # a slow ledger must not pin API connections
 
 
@@ -66,7 +68,7 @@ class Ledger:
 
     async def ping(self) -> bool:
         try:
-            await self._fetch("SELECT 1 AS one", {})
+            await self._fetch("SELECT 1 AS one", {}, timeout=_PING_TIMEOUT_S)
         except ApiProblem:
             return False
         return True
@@ -81,13 +83,15 @@ class Ledger:
         rows = rows[:limit]
         return rows, (int(rows[-1]["id"]) if more else None)
 
-    async def _fetch(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _fetch(
+        self, sql: str, params: dict[str, Any], timeout: float = _CONNECT_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
         if self.pool is None:
             raise ApiProblem(
                 503, "ledger_unavailable", "no database is configured (FLASHSALE_DATABASE_URL)"
             )
         try:
-            async with self.pool.connection(timeout=_CONNECT_TIMEOUT_S) as conn:
+            async with self.pool.connection(timeout=timeout) as conn:
                 async with conn.cursor(row_factory=dict_row) as cur:
                     await cur.execute(sql, params)
                     return await cur.fetchall()

@@ -8,11 +8,12 @@ sums all of them; the stream lag is read from Redis at scrape time, so it is nev
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from engine.streams import PartitionLag
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,7 +50,7 @@ class Metrics:
     def refused(self, code: str) -> None:
         self.refusals.labels(code).inc()
 
-    def render(self, lag: Sequence[Any]) -> bytes:
+    def render(self, lag: Sequence[PartitionLag]) -> bytes:
         if _multiprocess_mode():
             from prometheus_client import multiprocess
 
@@ -64,7 +65,7 @@ class Metrics:
 class _LagCollector(Collector):
     """The sync worker's backlog per partition stream, as read for this scrape."""
 
-    def __init__(self, lag: Sequence[Any]) -> None:
+    def __init__(self, lag: Sequence[PartitionLag]) -> None:
         self.lag = lag
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -87,7 +88,7 @@ class _LagCollector(Collector):
             label = [str(row.partition)]
             families["length"].add_metric(label, row.length)
             families["pending"].add_metric(label, row.pending)
-            families["age"].add_metric(label, (row.oldest_unsynced_age_ms or 0) / 1000)
+            families["age"].add_metric(label, row.oldest_unsynced_age_ms / 1000)
         yield from families.values()
 
 

@@ -2,16 +2,20 @@
 
 FastAPI files a response model under the route's media type (application/json) and adds its own
 422 schema; both are rewritten here once, so the document says what the server really sends.
+The limits that come from settings (quantity per line, lines per cart, TTL range) are written in
+too: the models are static, but a client should read this deployment's limits.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
+from engine.config import Settings
 
 _DESCRIPTIONS = {
     400: "Malformed request",
@@ -33,17 +37,16 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _with_problems(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
-                )
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
             )
+            app.openapi_schema = _with_limits(_with_problems(schema), settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -64,3 +67,30 @@ def _with_problems(schema: dict[str, Any]) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     return schema
+
+
+def _with_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    models = schema["components"]["schemas"]
+    models["CartLineIn"]["properties"]["quantity"]["maximum"] = settings.max_quantity_per_line
+    models["ReserveIn"]["properties"]["lines"]["maxItems"] = settings.max_lines_per_cart
+    for model in ("ReserveIn", "ExtendIn"):
+        for branch in models[model]["properties"]["ttl_seconds"]["anyOf"]:
+            if branch.get("type") == "integer":
+                branch["minimum"] = settings.hold_ttl_min_seconds
+                branch["maximum"] = settings.hold_ttl_max_seconds
+    return schema
+
+
+def allowed_methods(app: FastAPI, path: str) -> str | None:
+    """The `Allow` of a 405: every method the document declares for the path.
+
+    Starlette names only the first route that matched the path, which for /v1/reservations/{id}
+    (GET and DELETE are two routes) would leave one out.
+    """
+    for template, operations in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), path):
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+            return ", ".join(sorted(methods))
+    return None

@@ -24,10 +24,10 @@ router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
 
 Sku = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 Location = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
-_ADMIN_WRITE = (401, 403, 404, 409, 413, 422, 503)
+_ADMIN_WRITE = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
-@router.get("/{sku}", responses=problem_responses(401, 404, 422, 503))
+@router.get("/{sku}", responses=problem_responses(401, 404, 422, 429, 503))
 async def inventory(sku: Sku, ctx: Ctx, caller: Storefront) -> InventoryOut:
     """Per location and in total; while out of stock but backorderable, when it would ship."""
     snapshot = await ctx.engine.inventory(sku)
@@ -94,7 +94,7 @@ async def set_on_hand(
     return _stock_level(sku, level)
 
 
-@router.get("/{sku}/transactions", responses=problem_responses(401, 403, 404, 422, 503))
+@router.get("/{sku}/transactions", responses=problem_responses(401, 403, 404, 422, 429, 503))
 async def transactions(
     sku: Sku,
     ctx: Ctx,

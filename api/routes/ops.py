@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
 
@@ -13,8 +10,8 @@ from api.metrics import CONTENT_TYPE
 from api.openapi import problem_responses
 from api.problems import ApiProblem
 from api.schemas.ops import HealthOut, PartitionLagOut, ReadyOut
+from engine.streams import PartitionLag, partition_lag
 
-log = logging.getLogger("flashsale.api")
 router = APIRouter(tags=["operations"])
 
 # Past this the durable side is broken rather than busy (Redis streams grow, a restore would
@@ -39,7 +36,7 @@ async def readyz(ctx: Ctx) -> ReadyOut:
     if ctx.ledger.configured:
         checks["postgres"] = "ok" if await ctx.ledger.ping() else "unavailable"
     lag = await _lag(ctx) if checks["redis"] == "ok" else []
-    oldest = max((row.oldest_unsynced_age_ms or 0 for row in lag), default=0)
+    oldest = max((row.oldest_unsynced_age_ms for row in lag), default=0)
     checks["worker"] = "ok" if oldest <= MAX_SYNC_LAG_MS else f"lagging {oldest // 1000} s"
     partitions = [
         PartitionLagOut(
@@ -75,9 +72,5 @@ async def metrics(ctx: Ctx) -> Response:
     return Response(ctx.metrics.render(lag), media_type=CONTENT_TYPE)
 
 
-async def _lag(ctx: ApiContext) -> list[Any]:
-    try:
-        from engine.streams import partition_lag
-    except ImportError:  # the sync worker's issue brings it; until then there is no lag to show
-        return []
-    return list(await partition_lag(ctx.engine.redis, ctx.engine.keys))
+async def _lag(ctx: ApiContext) -> list[PartitionLag]:
+    return await partition_lag(ctx.engine.redis, ctx.engine.keys)

@@ -29,7 +29,8 @@ IdempotencyKey = Annotated[
         description="Makes a retry safe: the same key and request return the first answer.",
     ),
 ]
-_ON_RESERVATION = (401, 403, 404, 413, 422, 503)
+_ON_RESERVATION = (401, 403, 404, 422, 429, 503)
+_ON_CHANGE = (*_ON_RESERVATION, 400, 409, 413)  # with a body, refusable by the engine
 
 
 @router.post(
@@ -37,7 +38,7 @@ _ON_RESERVATION = (401, 403, 404, 413, 422, 503)
     status_code=201,
     responses={
         200: {"model": ReservationOut, "description": "Replay of an earlier identical request"},
-        **problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
+        **problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
     },
 )
 async def reserve(
@@ -74,7 +75,7 @@ async def get_reservation(
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
-@router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_RESERVATION, 409, 410))
+@router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_CHANGE, 410))
 async def extend(
     reservation_id: ReservationId,
     ctx: Ctx,
@@ -89,7 +90,7 @@ async def extend(
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
-@router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_RESERVATION, 409, 410))
+@router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_CHANGE, 410))
 async def commit(
     reservation_id: ReservationId,
     body: CommitIn,
@@ -103,7 +104,7 @@ async def commit(
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
-@router.post("/{reservation_id}/fulfil", responses=problem_responses(*_ON_RESERVATION, 409))
+@router.post("/{reservation_id}/fulfil", responses=problem_responses(*_ON_CHANGE))
 async def fulfil(
     reservation_id: ReservationId,
     ctx: Ctx,
@@ -130,7 +131,7 @@ async def fulfil(
     "/{reservation_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 403, 422, 503),
+    responses=problem_responses(401, 403, 422, 429, 503),
 )
 async def release(
     reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None

@@ -25,7 +25,7 @@ _SCALARS = (
     "/{sku}",
     responses={
         201: {"model": SkuOut, "description": "The SKU was created"},
-        **problem_responses(401, 403, 409, 413, 422, 503),
+        **problem_responses(400, 401, 403, 409, 413, 422, 429, 503),
     },
 )
 async def configure_sku(

@@ -1,19 +1,50 @@
-"""Field types shared by the bodies: the same limits the engine enforces, stated in the schema."""
+"""Field types shared by the bodies: the same limits the engine enforces, stated in the schema.
+
+JSON's rules, not Python's: an integer is a JSON number with no fraction (`2` or `2.0`, never
+`"2"` or `true`), a time is an RFC 3339 string with its offset (never a bare number). Pydantic's
+lax mode would take `"2"` and `0`; its strict mode would refuse `2.0`; neither is what the
+OpenAPI document promises, so integers are strict after `Body` turns `2.0` into `2`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from engine.types import ID_PATTERN, Reason
 
+
+def _json_time(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return datetime.fromisoformat(value)  # not pydantic's: it reads "0" as a Unix time
+
+
+Int = StrictInt
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_json_time)]
+
 # Ids travel inside Redis key names: the engine's own pattern, so /docs states the real rule.
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern, max_length=64)]
+# Stock quantities: the engine's own ceiling for one change (its scripts refuse beyond 1e15).
+MAX_UNITS = 10**12
+Units = Annotated[Int, Field(ge=0, le=MAX_UNITS)]
 Reference = Annotated[
     str,
-    StringConstraints(pattern=r"^\S*$", max_length=512),
-    Field(description="A URI naming the cause, e.g. a purchase order (no whitespace)."),
+    StringConstraints(pattern=r"^[!-~]*$", max_length=512),  # printable ASCII, as URIs are
+    Field(description="A URI naming the cause, e.g. po://4711 (printable ASCII, no spaces)."),
 ]
 
 
@@ -22,5 +53,17 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        # Before the fields: a constraint (ge, le) then still applies to the integer. No body
+        # has a float field, so every integral float here is meant as an integer.
+        if isinstance(data, dict):
+            return {
+                key: int(value) if isinstance(value, float) and value.is_integer() else value
+                for key, value in data.items()
+            }
+        return data
 
-__all__ = ["Body", "Id", "Reason", "Reference"]
+
+__all__ = ["MAX_UNITS", "Body", "Id", "Int", "Reason", "Reference", "Timestamp", "Units"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from api.schemas.common import Body, Id, Reason, Reference
+from api.schemas.common import MAX_UNITS, Body, Id, Int, Reason, Reference, Timestamp, Units
 from engine.types import AllocationStrategy, Level
 
 _LEVEL_EXAMPLE: dict[str, JsonValue] = {
@@ -84,10 +84,10 @@ class StockLevelOut(LevelOut):
 
 class LocationIn(Body):
     location: Id
-    on_hand: StrictInt | None = Field(None, ge=0, description="Omitted: keep the current value.")
-    safety_stock: StrictInt = Field(0, ge=0)
-    backorder_limit: StrictInt = Field(0, ge=0)
-    incoming: StrictInt = Field(0, ge=0)
+    on_hand: Units | None = Field(None, description="Omitted: keep the current value.")
+    safety_stock: Units = 0
+    backorder_limit: Units = 0
+    incoming: Units = 0
 
 
 class SkuIn(Body):
@@ -119,16 +119,16 @@ class SkuIn(Body):
     )
 
     locations: list[LocationIn] = Field(
-        default_factory=list, max_length=256, description="In priority order."
+        default_factory=list, min_length=1, max_length=256, description="In priority order."
     )
-    purchase_limit: StrictInt = Field(0, ge=0, description="Per customer, held + committed.")
+    purchase_limit: Units = Field(0, description="Per customer, held + committed; 0 = none.")
     allocation_strategy: AllocationStrategy = "prioritize-sorting-order"
-    low_stock_threshold: StrictInt = Field(0, ge=0)
-    backorder_lead_days: StrictInt = Field(0, ge=0)
-    sale_starts_at: datetime | None = None
-    sale_ends_at: datetime | None = None
-    max_active_holds_per_customer: StrictInt = Field(0, ge=0, description="0 = no cap.")
-    max_extensions: StrictInt = Field(0, ge=0)
+    low_stock_threshold: Units = 0
+    backorder_lead_days: Units = 0
+    sale_starts_at: Timestamp | None = None
+    sale_ends_at: Timestamp | None = None
+    max_active_holds_per_customer: Units = Field(0, description="0 = no cap.")
+    max_extensions: Units = 0
 
 
 class LocationOut(BaseModel):
@@ -162,7 +162,12 @@ class AdjustmentIn(Body):
     )
 
     location: Id
-    delta: StrictInt = Field(description="Units added (> 0) or removed (< 0); not 0.")
+    delta: Int = Field(
+        ge=-MAX_UNITS,
+        le=MAX_UNITS,
+        description="Units added (> 0) or removed (< 0); not 0.",
+        json_schema_extra={"not": {"const": 0}},
+    )
     reason: Reason
     reference: Reference = ""
 
@@ -174,9 +179,9 @@ class SetOnHandIn(Body):
         }
     )
 
-    on_hand: StrictInt = Field(ge=0)
-    change_from_quantity: StrictInt | None = Field(
-        None, ge=0, description="Refused with 409 quantity_stale unless on_hand is this now."
+    on_hand: Units
+    change_from_quantity: Units | None = Field(
+        None, description="Refused with 409 quantity_stale unless on_hand is this now."
     )
     reason: Reason = "correction"
     reference: Reference = ""

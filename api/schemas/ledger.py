@@ -30,6 +30,7 @@ class TransactionOut(BaseModel):
     reason: str | None
     reference: str | None
     backordered: int | None
+    expires_at: datetime | None = Field(None, description="New deadline (reserved, extended).")
     data: Any = None
     occurred_at: datetime | None
     recorded_at: datetime | None
@@ -62,6 +63,7 @@ class TransactionPage(BaseModel):
                             "reason": None,
                             "reference": None,
                             "backordered": 0,
+                            "expires_at": None,
                             "data": None,
                             "occurred_at": "2025-01-01T12:00:00Z",
                             "recorded_at": "2025-01-01T12:00:00.050000Z",

@@ -17,7 +17,7 @@ class PartitionLagOut(BaseModel):
     partition: int
     length: int = Field(description="Entries in the partition stream.")
     pending: int = Field(description="Delivered to the sync worker, not yet acknowledged.")
-    oldest_unsynced_age_ms: int | None = Field(description="Age of the oldest unsynced event.")
+    oldest_unsynced_age_ms: int = Field(description="Age of the oldest unsynced event (0: none).")
 
 
 class ReadyOut(BaseModel):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import Body, Id
+from api.schemas.common import MAX_UNITS, Body, Id, Int
 from engine.types import Reservation, ReservationStatus
 
 # Structural bounds only: the configured maxima (lines per cart, quantity, TTL range) are the
@@ -16,7 +16,7 @@ _MAX_LINES = 500
 
 class CartLineIn(Body):
     sku: Id
-    quantity: StrictInt = Field(ge=1)
+    quantity: Int = Field(ge=1)
     location: Id | None = Field(None, description="Hold at this location only (default: any).")
 
 
@@ -35,7 +35,7 @@ class ReserveIn(Body):
 
     customer_id: Id
     lines: list[CartLineIn] = Field(min_length=1, max_length=_MAX_LINES)
-    ttl_seconds: StrictInt | None = Field(None, ge=1, description="Default: the server's TTL.")
+    ttl_seconds: Int | None = Field(None, ge=1, description="Default: the server's TTL.")
     reservation_id: Id | None = Field(
         None, description="Idempotency key (or send the Idempotency-Key header)."
     )
@@ -44,7 +44,7 @@ class ReserveIn(Body):
 class ExtendIn(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_seconds": 300}]})
 
-    ttl_seconds: StrictInt | None = Field(None, ge=1, description="New TTL from now.")
+    ttl_seconds: Int | None = Field(None, ge=1, description="New TTL from now.")
 
 
 class CommitIn(Body):
@@ -55,7 +55,7 @@ class CommitIn(Body):
 
 class FulfilLineIn(Body):
     sku: Id
-    quantity: StrictInt = Field(ge=1)
+    quantity: Int = Field(ge=1, le=MAX_UNITS)
     location: Id | None = None
 
 
