@@ -17,6 +17,11 @@ router = APIRouter(tags=["operations"])
 # Past this the durable side is broken rather than busy (Redis streams grow, a restore would
 # lose history): take the instance out of rotation so someone looks.
 MAX_SYNC_LAG_MS = 5 * 60 * 1000
+_METRICS_EXAMPLE = (
+    'flashsale_http_requests_total{method="POST",route="/v1/reservations",status="201"} 1042.0\n'
+    'flashsale_engine_refusals_total{code="insufficient_stock"} 17.0\n'
+    'flashsale_stream_oldest_unsynced_age_seconds{partition="0"} 0.012\n'
+)
 
 
 @router.get("/healthz")
@@ -61,7 +66,12 @@ async def readyz(ctx: Ctx) -> ReadyOut:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {
+            "content": {CONTENT_TYPE: {"example": _METRICS_EXAMPLE}},
+            "description": "Prometheus text format",
+        }
+    },
 )
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus: requests by route and status, latency, engine refusals, stream lag."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from api.deps import Admin, Ctx
 from api.openapi import problem_responses
-from api.schemas.inventory import LocationIn, LocationOut, SkuIn, SkuOut
+from api.schemas.skus import LocationIn, LocationOut, SkuIn, SkuOut
 from engine.types import ID_PATTERN, LocationConfig, SkuConfig
 
 router = APIRouter(prefix="/v1/skus", tags=["skus"])

@@ -1,13 +1,11 @@
-"""Bodies of /v1/inventory and /v1/skus: stock levels, SKU configuration, on_hand changes."""
+"""Bodies of /v1/inventory: stock levels and on_hand changes."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from api.schemas.common import MAX_UNITS, Body, Id, Int, Reason, Reference, Timestamp, Units
-from engine.types import AllocationStrategy, Level
+from api.schemas.common import MAX_UNITS, Body, Id, Int, Reason, Reference, Units
+from engine.types import Level
 
 _LEVEL_EXAMPLE: dict[str, JsonValue] = {
     "location": "wh-1",
@@ -80,76 +78,6 @@ class StockLevelOut(LevelOut):
     model_config = ConfigDict(json_schema_extra={"examples": [{"sku": "s1", **_LEVEL_EXAMPLE}]})
 
     sku: str
-
-
-class LocationIn(Body):
-    location: Id
-    on_hand: Units | None = Field(None, description="Omitted: keep the current value.")
-    safety_stock: Units = 0
-    backorder_limit: Units = 0
-    incoming: Units = 0
-
-
-class SkuIn(Body):
-    """Omitted members keep their current value (or the default for a new SKU)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "locations": [
-                        {
-                            "location": "wh-1",
-                            "on_hand": 100,
-                            "safety_stock": 0,
-                            "backorder_limit": 0,
-                        }
-                    ],
-                    "purchase_limit": 0,
-                    "allocation_strategy": "prioritize-sorting-order",
-                    "low_stock_threshold": 0,
-                    "backorder_lead_days": 0,
-                    "sale_starts_at": None,
-                    "sale_ends_at": None,
-                    "max_active_holds_per_customer": 0,
-                    "max_extensions": 0,
-                }
-            ]
-        }
-    )
-
-    locations: list[LocationIn] = Field(
-        default_factory=list, min_length=1, max_length=256, description="In priority order."
-    )
-    purchase_limit: Units = Field(0, description="Per customer, held + committed; 0 = none.")
-    allocation_strategy: AllocationStrategy = "prioritize-sorting-order"
-    low_stock_threshold: Units = 0
-    backorder_lead_days: Units = 0
-    sale_starts_at: Timestamp | None = None
-    sale_ends_at: Timestamp | None = None
-    max_active_holds_per_customer: Units = Field(0, description="0 = no cap.")
-    max_extensions: Units = 0
-
-
-class LocationOut(BaseModel):
-    location: str
-    on_hand: int
-    safety_stock: int
-    backorder_limit: int
-    incoming: int
-
-
-class SkuOut(BaseModel):
-    sku: str
-    locations: list[LocationOut]
-    purchase_limit: int
-    allocation_strategy: AllocationStrategy
-    low_stock_threshold: int
-    backorder_lead_days: int
-    sale_starts_at: datetime | None
-    sale_ends_at: datetime | None
-    max_active_holds_per_customer: int
-    max_extensions: int
 
 
 class AdjustmentIn(Body):
