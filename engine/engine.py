@@ -18,7 +18,13 @@ from redis.asyncio import Redis
 
 from engine import validation as check
 from engine.config import Settings, load_settings
-from engine.errors import EngineError, InvalidRequest, ReservationNotFound, UnknownSku
+from engine.errors import (
+    EngineError,
+    IdempotencyConflict,
+    InvalidRequest,
+    ReservationNotFound,
+    UnknownSku,
+)
 from engine.keys import KeySchema, Partition
 from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
 from engine.scripts import Scripts
@@ -212,7 +218,39 @@ class ReservationEngine:
             fingerprint = _fingerprint(
                 [sku, location, mode, quantity, change_from, reason, reference]
             )
-        reply = await self._run(
+        try:
+            reply = await self._change_on_hand_script(
+                part,
+                sku,
+                location,
+                mode,
+                quantity,
+                change_from,
+                reason,
+                reference,
+                event,
+                fingerprint,
+                op_key,
+            )
+        except IdempotencyConflict:
+            raise IdempotencyConflict(idempotency_key=idempotency_key) from None
+        return level_of(location, reply)
+
+    async def _change_on_hand_script(
+        self,
+        part: Partition,
+        sku: str,
+        location: str,
+        mode: str,
+        quantity: int,
+        change_from: int | None,
+        reason: str,
+        reference: str,
+        event: str,
+        fingerprint: str,
+        op_key: str,
+    ) -> dict[str, Any]:
+        return await self._run(
             "change_on_hand",
             part,
             [part.events, *part.sku_keys(sku), op_key],
@@ -230,7 +268,6 @@ class ReservationEngine:
                 self.settings.reclaim_batch,
             ],
         )
-        return level_of(location, reply)
 
     # ---- Reservations -------------------------------------------------------------------
 
@@ -384,7 +421,9 @@ class ReservationEngine:
             )
         if not replies:
             raise InvalidRequest("no fulfil line names a SKU of this reservation", field="lines")
-        return await self.get_reservation(reservation_id)
+        if len(replies) == len(located):
+            return reservation_of(reservation_id, replies)
+        return await self.get_reservation(reservation_id)  # parts this fulfilment did not touch
 
     async def release(self, reservation_id: str) -> Reservation | None:
         """Gives the units back. Idempotent: an unknown or finished reservation is left as it is."""
@@ -465,8 +504,8 @@ class ReservationEngine:
             try:
                 return await self._run(name, part, keys, args)
             except StaleKeys:
-                if attempt:
-                    raise
+                if attempt:  # the id was reused twice in a row under us: it is not the one asked
+                    raise ReservationNotFound(reservation_id=reservation_id) from None
                 self._located.pop(reservation_id, None)
                 fresh = await self._read_parts(reservation_id)
                 if number not in fresh:

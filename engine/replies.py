@@ -82,7 +82,7 @@ def _merged_status(statuses: list[ReservationStatus]) -> ReservationStatus:
     # Parts disagree only mid-way through a cross-partition operation; report the least advanced.
     for status in ("expired", "released", "held", "committed", "fulfilled"):
         if status in statuses:
-            return status  # type: ignore[return-value]
+            return status
     return statuses[0]
 
 

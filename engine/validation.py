@@ -10,7 +10,7 @@ from engine.types import ID_PATTERN, REASONS, CartLine, FulfilLine
 
 
 def check_id(kind: str, value: object) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidRequest(
             f"{kind} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + - "
             f"(starting with a letter or digit), got {value!r}",

@@ -128,8 +128,10 @@ app.command("serve")(serve)
 from sync_worker.cli import db_app, reconcile, restore, worker_app  # noqa: E402 - as above
 
 app.add_typer(worker_app, name="worker")
-stub("sweeper", 3, "Reclaim expired holds the lazy path has not reached.")
-stub("stock", 3, "Administer SKUs and stock levels.")
+from flashsale.engine_cli import stock_app, sweeper  # noqa: E402 - as above
+
+app.command("sweeper")(sweeper)
+app.add_typer(stock_app, name="stock")
 app.command("reconcile")(reconcile)
 app.command("restore")(restore)
 app.add_typer(db_app, name="db")

@@ -54,7 +54,7 @@ end
 local delta = quantity
 if mode == 'set' then
   if change_from ~= '' and int_arg(change_from) ~= q.oh then
-    return fail('quantity_stale', { sku = sku, location = loc, expected = change_from,
+    return fail('quantity_stale', { sku = sku, location = loc, expected = int_arg(change_from),
                                     current = q.oh })
   end
   delta = quantity - q.oh

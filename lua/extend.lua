@@ -13,7 +13,7 @@
 -- ARGV[6]  ttl ms;  ARGV[7] min ttl ms;  ARGV[8] max ttl ms
 --
 -- Returns JSON {ok=1, st="held", exp (new deadline), cust, ord, ext, lines}
--- Errors: ttl_out_of_range{ttl_ms,min_ms,max_ms}, reservation_not_found{reservation_id},
+-- Errors: ttl_out_of_range{ttl_seconds,min,max}, reservation_not_found{reservation_id},
 -- stale_keys, reservation_expired{reservation_id,expired_at}, invalid_state{reservation_id,status},
 -- extension_limit{reservation_id,limit}
 -- Events: extended (one per location line, deltas 0, new expires_at), expired
@@ -22,7 +22,8 @@ local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention = ARGV[2], int_arg(ARGV[4])
 local ttl, ttl_min, ttl_max = int_arg(ARGV[6]), int_arg(ARGV[7]), int_arg(ARGV[8])
 if ttl == nil or ttl < ttl_min or ttl > ttl_max then
-  return fail('ttl_out_of_range', { ttl_ms = ARGV[6], min_ms = ttl_min, max_ms = ttl_max })
+  return fail('ttl_out_of_range',
+    { ttl_seconds = (tonumber(ARGV[6]) or 0) / 1000, min = ttl_min / 1000, max = ttl_max / 1000 })
 end
 
 local r = load_reservation(res_key, rid)

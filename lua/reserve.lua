@@ -20,7 +20,7 @@
 -- ARGV[12..] SKU names, in KEYS order
 --
 -- Returns JSON {ok=1, st="held", exp, cust, ord, ext, lines, replayed?}
--- Errors (JSON {err=code, ...}): ttl_out_of_range{ttl_ms,min_ms,max_ms}, invalid_quantity{sku,
+-- Errors (JSON {err=code, ...}): ttl_out_of_range{ttl_seconds,min,max}, invalid_quantity{sku,
 -- quantity,max}, invalid_request{detail}, idempotency_conflict{reservation_id}, unknown_sku{sku},
 -- unknown_location{sku,location}, sale_not_started{sku,sale_starts_at}, sale_ended{sku,
 -- sale_ends_at}, purchase_limit_exceeded{sku,limit,remaining}, too_many_holds{sku,limit},
@@ -35,7 +35,8 @@ local fingerprint, retention = ARGV[7], int_arg(ARGV[8])
 local reclaim_limit, max_qty = int_arg(ARGV[9]), int_arg(ARGV[10])
 
 if ttl == nil or ttl < ttl_min or ttl > ttl_max then
-  return fail('ttl_out_of_range', { ttl_ms = ARGV[4], min_ms = ttl_min, max_ms = ttl_max })
+  return fail('ttl_out_of_range',
+    { ttl_seconds = (tonumber(ARGV[4]) or 0) / 1000, min = ttl_min / 1000, max = ttl_max / 1000 })
 end
 if rid == '' or customer == '' or string.find(rid .. customer, '[|;=]') then
   return fail('invalid_request', { detail = 'reservation and customer ids must be plain ids' })
