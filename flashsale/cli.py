@@ -135,7 +135,9 @@ app.add_typer(stock_app, name="stock")
 app.command("reconcile")(reconcile)
 app.command("restore")(restore)
 app.add_typer(db_app, name="db")
-stub("loadtest", 5, "Run the Locust load-test suites.")
+from loadtests.cli import loadtest  # noqa: E402 - as above
+
+app.command("loadtest")(loadtest)
 stub("bench", 7, "Run the benchmark harness.")
 # ── end of later-issue subcommands ─────────────────────────────────────────────────────────────
 

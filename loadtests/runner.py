@@ -1,0 +1,179 @@
+"""One run: seed → Locust headless → wait for holds and the worker to settle → verdict → report.
+
+Locust runs as `python -m locust` in a child process: importing it here would gevent-patch this
+process (the sweeper thread, httpx, pytest's event loop).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings, load_settings
+from loadtests.admin import Admin
+from loadtests.scenarios import NAMES
+from loadtests.stack import LocalStack
+from loadtests.verdict import Verdict
+
+REPORTS = Path(__file__).parent / "reports"
+LOCUST_STARTUP_S = 2.0  # between launching Locust and its first user, roughly
+SETTLE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class RunOptions:
+    users: int = 200
+    spawn_rate: float = 50
+    run_time: int = 30  # seconds
+    host: str | None = None
+    admin_key: str | None = None
+    storefront_key: str | None = None
+    processes: int = 0  # Locust's --processes: 0 = one process, -1 = one per core
+    units: int | None = None  # default: one unit for every 20 users, at least 10
+
+    @property
+    def sized_units(self) -> int:
+        return self.units or max(10, self.users // 20)
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    verdict: Verdict
+    report_dir: Path
+    summary: str
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+
+def run(
+    scenario: str,
+    options: RunOptions,
+    settings: Settings | None = None,
+    stack: LocalStack | None = None,
+    reports: Path = REPORTS,
+) -> RunResult:
+    """Against options.host, else the given stack, else a local stack started for this run."""
+    if scenario not in NAMES:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(NAMES)}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report_dir = reports / f"{scenario}-{stamp}-{uuid.uuid4().hex[:4]}"
+    report_dir.mkdir(parents=True)
+    with ExitStack() as cleanup:
+        if options.host:
+            host, admin_key, sf_key = options.host, options.admin_key, options.storefront_key
+            if not admin_key or not sf_key:
+                raise ValueError("--host needs an admin and a storefront key")
+        else:
+            if stack is None:
+                stack = cleanup.enter_context(LocalStack(settings or load_settings(), report_dir))
+            host, admin_key, sf_key = stack.host, stack.admin_key, stack.storefront_key
+        admin = Admin(host, admin_key, sf_key)
+        cleanup.callback(admin.close)
+        return _run(scenario, options, admin, host, report_dir)
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _run(
+    scenario: str, options: RunOptions, admin: Admin, host: str, report_dir: Path
+) -> RunResult:
+    checks: Any = importlib.import_module(f"loadtests.checks.{scenario}")
+    run_id = f"lt{uuid.uuid4().hex[:8]}"  # fresh SKUs: runs on a shared stack never mix
+    units = options.sized_units
+    checks.seed(admin, run_id, units)
+    _locust(scenario, options, host, admin, run_id, units, report_dir)
+    skus = checks.skus(run_id)
+    admin.wait_settled(skus, SETTLE_TIMEOUT_S)
+    state = admin.final_state(skus)
+    counts = _read_counts(report_dir / "outcomes.json")
+    stats = _aggregated(report_dir / "locust_stats.csv")
+    failures = int(stats.get("Failure Count", 0) or 0)
+    verdict: Verdict = checks.verdict(state, counts, units, failures)
+    line = verdict.line(scenario)
+    summary = (
+        f"{scenario}: {float(stats.get('Requests/s', 0) or 0):.0f} req/s, "
+        f"p50 {stats.get('50%', '?')} ms, p99 {stats.get('99%', '?')} ms, "
+        f"{stats.get('Request Count', 0)} requests, {failures} failures | {line}"
+    )
+    (report_dir / "verdict.txt").write_text(line + "\n")
+    (report_dir / "summary.txt").write_text(summary + "\n")
+    final = {
+        s: {"inventory": st.inventory, "ledger_rows": len(st.ledger)} for s, st in state.items()
+    }
+    (report_dir / "final_state.json").write_text(
+        json.dumps({"counts": counts, "facts": verdict.facts, "final": final}, indent=2)
+    )
+    return RunResult(scenario, verdict, report_dir, summary)
+
+
+def _locust(
+    scenario: str,
+    options: RunOptions,
+    host: str,
+    admin: Admin,
+    run_id: str,
+    units: int,
+    report_dir: Path,
+) -> None:
+    locustfile = Path(__file__).parent / "scenarios" / f"{scenario}.py"
+    # The last seconds of the sale only buy (see users.calm): a window of a quarter, 2-10 s.
+    calm_window = min(10.0, max(2.0, options.run_time / 4))
+    env = {
+        **_child_env(),
+        "FLASHSALE_LT_RUN": run_id,
+        "FLASHSALE_LT_UNITS": str(units),
+        "FLASHSALE_LT_CALM_AFTER": str(
+            time.time() + LOCUST_STARTUP_S + options.run_time - calm_window
+        ),
+        "FLASHSALE_LT_ADMIN_KEY": admin.admin["Authorization"].removeprefix("Bearer "),
+        "FLASHSALE_LT_STOREFRONT_KEY": admin.storefront["Authorization"].removeprefix("Bearer "),
+        "FLASHSALE_LT_OUTCOMES": str(report_dir / "outcomes.json"),
+    }
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+        "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
+        "--run-time", f"{options.run_time}s", "--stop-timeout", "5", "--host", host,
+        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
+        "--only-summary", "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    if options.processes:
+        argv += ["--processes", str(options.processes)]
+    with (report_dir / "locust.log").open("wb") as log:
+        code = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = (report_dir / "locust.log").read_text()[-2000:]
+        raise RuntimeError(f"locust exited {code}:\n{tail}")
+
+
+def _child_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_LT_")}
+
+
+def _aggregated(path: Path) -> dict[str, str]:
+    try:
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+    except FileNotFoundError:
+        return {}
+    return rows[0] if rows else {}
+
+
+def _read_counts(path: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except FileNotFoundError:
+        return {}
