@@ -125,15 +125,23 @@ class EmbeddedRedis:
         if launched.returncode != 0:
             detail = launched.stderr.decode(errors="replace").strip() or log_tail(self.log_path)
             raise EmbeddedServerError(f"Redis did not start: {detail}")
-        if not wait_until(self._pidfile.exists, 10.0):
+        # Redis creates the pidfile before it writes the pid: wait for a whole number.
+        wait_until(lambda: self._read_pid() is not None, 10.0)
+        pid = self._read_pid()
+        if pid is None:
             return None
-        pid = int(self._pidfile.read_text().strip())
         ready = wait_until(lambda: not pid_alive(pid) or _ping(port), START_TIMEOUT_S)
         if ready and pid_alive(pid):
             return pid
         if pid_alive(pid):
             terminate(pid, grace=5.0)
         return None
+
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self._pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def _live_state(self, ping: bool = True) -> dict[str, Any] | None:
         state = read_state(self.state_path)
