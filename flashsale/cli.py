@@ -138,7 +138,9 @@ app.add_typer(db_app, name="db")
 from loadtests.cli import loadtest  # noqa: E402 - as above
 
 app.command("loadtest")(loadtest)
-stub("bench", 7, "Run the benchmark harness.")
+from loadtests.bench.cli import bench  # noqa: E402 - as above
+
+app.command("bench")(bench)
 # ── end of later-issue subcommands ─────────────────────────────────────────────────────────────
 
 

@@ -1,0 +1,114 @@
+"""The bench's output: a rich table on the console, the same figures as JSON and Markdown."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from loadtests.bench.runner import BenchReport
+
+REPORTS_DIR = Path("loadtests/reports")
+COLUMNS = (
+    "design",
+    "sold",
+    "oversold",
+    "false refusals",
+    "attempts/s",
+    "p50 ms",
+    "p99 ms",
+    "p999 ms",
+    "sold-out refusals/s",
+    "× engine",
+    "peak RSS MiB",
+)
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()} {platform.release()}"
+
+
+def rows(report: BenchReport) -> list[list[str]]:
+    return [
+        [
+            r.design,
+            str(r.sold),
+            str(r.oversold),
+            str(r.false_refusals),
+            f"{r.attempts_per_s:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.p999_ms:.2f}",
+            f"{r.soldout_refusals_per_s:,.0f}",
+            "—" if r.ratio_to_engine is None else f"{r.ratio_to_engine:.2f}",
+            f"{r.peak_rss_mib:.0f}",
+        ]
+        for r in report.results
+    ]
+
+
+def memory_line(report: BenchReport) -> str:
+    m = report.memory
+    if m is None:
+        return "Redis memory: not measured"
+    return (
+        f"Redis memory over {m.holds:,} one-line holds: {m.bytes_per_active_hold:,.0f} B per "
+        f"active hold, {m.bytes_per_finished_reservation:,.0f} B per finished (released) "
+        "reservation in its retention window"
+    )
+
+
+def table(report: BenchReport) -> Table:
+    cfg = report.config
+    title = f"flashsale bench: {cfg['units']:,} units, {cfg['buyers']} buyers, {machine()}"
+    out = Table(title=title, caption=memory_line(report))
+    for column in COLUMNS:
+        out.add_column(column, justify="left" if column == "design" else "right")
+    for row in rows(report):
+        out.add_row(*row)
+    return out
+
+
+def notes(report: BenchReport) -> list[str]:
+    return [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+
+
+def markdown(report: BenchReport) -> str:
+    cfg = report.config
+    lines = [
+        f"{cfg['units']:,} units, {cfg['buyers']} buyers, sold-out phase "
+        f"{cfg['soldout_seconds']} s; machine: {machine()}",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if c == "design" else "---:" for c in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
+    lines += ["", memory_line(report) + "."]
+    lines += [f"- {n}" for n in notes(report)]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(report: BenchReport) -> dict[str, Any]:
+    memory = None if report.memory is None else dict(report.memory.__dict__)
+    return {
+        "machine": machine(),
+        "config": report.config,
+        "results": [r.as_dict() for r in report.results],
+        "memory": memory,
+        "bench_peak_rss_mib": report.bench_peak_rss_mib,
+    }
+
+
+def write(report: BenchReport, directory: Path = REPORTS_DIR) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    json_path = directory / f"bench-{stamp}.json"
+    md_path = directory / f"bench-{stamp}.md"
+    json_path.write_bytes(orjson.dumps(as_json(report), option=orjson.OPT_INDENT_2))
+    md_path.write_text(f"# flashsale bench {stamp}\n\n{markdown(report)}")
+    return json_path, md_path

@@ -1,0 +1,116 @@
+"""Runs the chosen designs one after another on the same workload and collects their results."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import Settings
+from loadtests.bench import http_design, memory, pg_designs, redis_designs
+from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
+
+DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    units: int
+    buyers: int
+    soldout_seconds: float
+    designs: tuple[str, ...]
+    memory_holds: int
+    redis_url: str
+    database_url: str
+    settings: Settings
+
+
+@dataclass
+class BenchReport:
+    config: dict[str, Any]
+    results: list[DesignResult] = field(default_factory=list)
+    memory: memory.MemoryResult | None = None
+    bench_peak_rss_mib: float = 0.0
+
+
+def _attempt_factory(
+    design: str, cfg: BenchConfig, workload: Workload, run_id: str
+) -> contextlib.AbstractAsyncContextManager[Attempt]:
+    if design == "redis-limit":
+        return redis_designs.redis_limit(cfg.settings, cfg.redis_url, workload, run_id)
+    if design == "engine":
+        return redis_designs.in_process_engine(cfg.settings, cfg.redis_url, workload, run_id)
+    if design == "pg-occ":
+        return pg_designs.pg_occ(cfg.database_url, workload, run_id)
+    if design == "pg-conditional":
+        return pg_designs.pg_conditional(cfg.database_url, workload, run_id)
+    raise ValueError(f"unknown design {design!r}")
+
+
+async def _levels(design: str, cfg: BenchConfig, sku: str) -> tuple[int, int]:
+    if design.startswith("pg-"):
+        return await pg_designs.pg_levels(cfg.database_url, sku)
+    return await redis_designs.redis_levels(cfg.settings, cfg.redis_url, sku)
+
+
+def _rss_mib() -> float:
+    # ru_maxrss is the whole process' peak so far (KiB on Linux): designs run in order, so the
+    # figure of a design is the peak up to and including it.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult:
+    workload = Workload(
+        units=cfg.units,
+        buyers=cfg.buyers,
+        soldout_seconds=cfg.soldout_seconds,
+        sku=f"{run_id}-{design}",
+    )
+    note = ""
+    if design == "engine-http":
+        selling, soldout, left, rss, note = await http_design.run(
+            cfg.settings, cfg.redis_url, cfg.database_url, workload, run_id
+        )
+    else:
+        async with _attempt_factory(design, cfg, workload, run_id) as attempt:
+
+            async def available() -> int:
+                return (await _levels(design, cfg, workload.sku))[0]
+
+            selling, soldout, left = await run_phases(workload, attempt, available)
+        rss = _rss_mib()
+    _, store_oversold = await _levels(design, cfg, workload.sku)
+    result = summarize(design, workload, selling, soldout, left, store_oversold)
+    result.peak_rss_mib = rss
+    result.notes = note
+    return result
+
+
+async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchReport:
+    run_id = f"bench{int(time.time())}"
+    report = BenchReport(
+        config={
+            "units": cfg.units,
+            "buyers": cfg.buyers,
+            "soldout_seconds": cfg.soldout_seconds,
+            "designs": list(cfg.designs),
+            "memory_holds": cfg.memory_holds,
+            "partitions": cfg.settings.partitions,
+            "run_id": run_id,
+        }
+    )
+    for design in cfg.designs:
+        progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
+        report.results.append(await run_design(design, cfg, run_id))
+    engine = next((r for r in report.results if r.design == "engine"), None)
+    if engine is not None and engine.attempts_per_s:
+        for result in report.results:
+            result.ratio_to_engine = result.attempts_per_s / engine.attempts_per_s
+    if cfg.memory_holds:
+        progress(f"measuring Redis memory over {cfg.memory_holds} holds…")
+        report.memory = await memory.measure(cfg.settings, cfg.redis_url, cfg.memory_holds, run_id)
+    report.bench_peak_rss_mib = _rss_mib()
+    return report

@@ -1,0 +1,47 @@
+"""`flashsale bench --quick`: correctness of every design on a small sell-out, never a speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.config import Settings
+from flashsale.cli import app
+from loadtests.bench.report import markdown, write
+from loadtests.bench.runner import DESIGNS, BenchConfig, run_bench
+
+OURS = ("redis-limit", "engine", "engine-http")
+
+
+async def test_quick_bench_sells_exactly_the_stock_in_every_design(
+    settings: Settings, redis_url: str, pg_database_url: str, tmp_path: Path
+) -> None:
+    cfg = BenchConfig(
+        units=200,
+        buyers=20,
+        soldout_seconds=1.0,
+        designs=DESIGNS,
+        memory_holds=200,
+        redis_url=redis_url,
+        database_url=pg_database_url,
+        settings=settings,
+    )
+    report = await run_bench(cfg, lambda _: None)
+
+    assert [r.design for r in report.results] == list(DESIGNS)
+    for result in report.results:
+        assert result.sold == 200, result
+        assert result.oversold == 0, result
+        if result.design in OURS:
+            assert result.false_refusals == 0, result
+            assert result.available_after_selling == 0, result
+    assert report.memory is not None and report.memory.holds == 200
+    json_path, md_path = write(report, tmp_path)
+    assert json_path.exists() and md_path.read_text().endswith(markdown(report))
+
+
+def test_bench_command_refuses_an_unknown_design() -> None:
+    outcome = CliRunner().invoke(app, ["bench", "--quick", "--designs", "redis-limit,nope"])
+    assert outcome.exit_code == 1
+    assert "unknown design(s) nope" in outcome.output
