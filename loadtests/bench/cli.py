@@ -74,5 +74,8 @@ def bench(
     wide.print(out.table(result))
     for note in out.notes(result):
         console.print(f"[dim]{note}[/dim]")
+    if services.started:
+        # As `flashsale serve`: a second run reuses them instead of paying their start-up again.
+        console.print("[dim]embedded servers keep running: `flashsale services down`[/dim]")
     json_path, md_path = out.write(result, reports_dir)
     console.print(f"reports: {json_path}  {md_path}")
