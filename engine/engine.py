@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine import validation as check
 from engine.config import Settings, load_settings
@@ -58,7 +58,12 @@ class ReservationEngine:
     def from_settings(cls, settings: Settings) -> ReservationEngine:
         if settings.redis_url is None:
             raise InvalidRequest("settings.redis_url is not set (start the services first)")
-        redis = Redis.from_url(settings.redis_url, max_connections=settings.redis_max_connections)
+        # A blocking pool: past max_connections a request waits for a connection instead of
+        # failing, so a burst of buyers queues rather than being refused.
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+        )
+        redis = Redis(connection_pool=pool)
         return cls(redis, settings)
 
     async def start(self) -> None:
