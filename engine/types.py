@@ -24,7 +24,7 @@ REASONS: tuple[str, ...] = (
 ReservationStatus = Literal["held", "committed", "fulfilled", "released", "expired"]
 
 # Ids travel inside Redis key names and hold members ("|", ";", "=" separate fields there).
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,63}")  # use fullmatch
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,63}$")  # fullmatch: "$" admits a "\n"
 
 
 def ms_to_datetime(ms: int) -> datetime:
