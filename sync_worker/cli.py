@@ -39,7 +39,7 @@ def _services() -> tuple[Any, str, str]:
 @worker_app.command("run")
 def worker_run(
     consumer: Annotated[
-        str | None, typer.Option(help="Consumer name in the group (default: host-pid).")
+        str | None, typer.Option(help="Consumer name, one per running worker (default: host-pid).")
     ] = None,
     metrics_port: Annotated[
         int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")

@@ -154,9 +154,11 @@ class SyncWorker:
         )
 
     async def _upkeep(self) -> None:
-        trimmed = await self.streams.trim()
-        self.metrics.trimmed.inc(trimmed)
-        self.metrics.observe_lag(await partition_lag(self.redis, self.schema))
+        try:
+            self.metrics.trimmed.inc(await self.streams.trim())
+            self.metrics.observe_lag(await partition_lag(self.redis, self.schema))
+        except ResponseError as exc:  # housekeeping only: syncing goes on, the next round retries
+            log.warning("stream upkeep failed: %s", exc)
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
