@@ -220,7 +220,7 @@ class ReservationEngine:
         if idempotency_key is not None:
             check.check_id("idempotency_key", idempotency_key)
             op_key = part.operation(idempotency_key)
-            fingerprint = _fingerprint(
+            fingerprint = request_fingerprint(
                 [sku, location, mode, quantity, change_from, reason, reference]
             )
         try:
@@ -290,7 +290,7 @@ class ReservationEngine:
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
-        fingerprint = _fingerprint(
+        fingerprint = request_fingerprint(
             [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
         )
         groups: dict[int, list[CartLine]] = {}
@@ -557,7 +557,8 @@ def _skus_of(lines: Sequence[CartLine]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(line.sku for line in lines))
 
 
-def _fingerprint(value: object) -> str:
+def request_fingerprint(value: object) -> str:
+    """Identifies a request for idempotency (also rebuilt by restore from Postgres)."""
     return hashlib.blake2b(orjson.dumps(value), digest_size=10).hexdigest()
 
 

@@ -11,7 +11,8 @@ Every entry has exactly these fields, in this order, all strings (empty when not
     reason, reference   for on_hand changes (DESIGN §3 reasons, a reference URI)
     backordered     units of a reserved/committed line taken beyond available (backorder)
     expires_at      ms since the epoch, on reserved and extended events
-    data            JSON: the SKU's config on sku_configured
+    data            JSON: the SKU's config on sku_configured; {fp, line} on reserved (the
+                    request fingerprint and the cart line, so restore can rebuild replays)
     ts              ms since the epoch, Redis TIME when the script ran
 
 Summing d_on_hand / d_reserved / d_committed over a SKU-location's events gives its quantities.

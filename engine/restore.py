@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.config import Settings
-from engine.engine import _fingerprint
+from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
 from engine.keys import KeySchema
 from engine.replies import decode

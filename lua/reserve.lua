@@ -25,7 +25,7 @@
 -- unknown_location{sku,location}, sale_not_started{sku,sale_starts_at}, sale_ended{sku,
 -- sale_ends_at}, purchase_limit_exceeded{sku,limit,remaining}, too_many_holds{sku,limit},
 -- insufficient_stock{sku,location,requested,available}
--- Events: reserved (one per location line), expired (lazy expiry), low_stock / out_of_stock /
+-- Events: reserved (one per location line; data = {fp, line}), expired (lazy expiry), low_stock / out_of_stock /
 -- back_in_stock (crossings)
 
 local stream, res_key = KEYS[1], KEYS[2]
@@ -202,8 +202,10 @@ local lines_json = cjson.encode(result_lines)
 for n, line in ipairs(result_lines) do
   local s = skus[lines[n][1]]
   for _, a in ipairs(line[3]) do
+    -- The fingerprint and line number let a restore from Postgres rebuild idempotent replays.
     change(s, stream, now, a[1], 0, a[2], 0, { type = 'reserved', reservation_id = rid,
-      customer_id = customer, backordered = a[3], expires_at = fmt(deadline) })
+      customer_id = customer, backordered = a[3], expires_at = fmt(deadline),
+      data = cjson.encode({ fp = fingerprint, line = n }) })
   end
 end
 local by_sku = allocations_by_sku(result_lines)
