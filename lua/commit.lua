@@ -25,24 +25,16 @@ if order_id == nil or order_id == '' then
   return fail('invalid_request', { detail = 'order_id is required' })
 end
 
-local r = load_reservation(res_key, rid)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
 if r == nil then
-  return fail('reservation_not_found', { reservation_id = rid })
+  return skus
 end
-local skus = load_reservation_skus(r, ARGV[3], 3)
-if skus == nil then
-  return fail('stale_keys')
-end
-local now = now_ms(ARGV[1])
 
 if r.st == 'committed' or r.st == 'fulfilled' then
   if r.ord == order_id then
     return reply(r, { replayed = 1 })
   end
   return fail('idempotency_conflict', { reservation_id = rid, order_id = r.ord })
-end
-if r.st == 'held' and r.exp <= now then
-  finalize_expired(r, res_key, skus, stream, now, retention)
 end
 if r.st == 'expired' then
   return fail('reservation_expired', { reservation_id = rid, expired_at = r.exp })

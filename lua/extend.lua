@@ -26,17 +26,9 @@ if ttl == nil or ttl < ttl_min or ttl > ttl_max then
     { ttl_seconds = (tonumber(ARGV[6]) or 0) / 1000, min = ttl_min / 1000, max = ttl_max / 1000 })
 end
 
-local r = load_reservation(res_key, rid)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
 if r == nil then
-  return fail('reservation_not_found', { reservation_id = rid })
-end
-local skus = load_reservation_skus(r, ARGV[3], 3)
-if skus == nil then
-  return fail('stale_keys')
-end
-local now = now_ms(ARGV[1])
-if r.st == 'held' and r.exp <= now then
-  finalize_expired(r, res_key, skus, stream, now, retention)
+  return skus
 end
 if r.st == 'expired' then
   return fail('reservation_expired', { reservation_id = rid, expired_at = r.exp })

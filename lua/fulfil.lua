@@ -19,19 +19,15 @@
 -- Errors: reservation_not_found, stale_keys, invalid_state{reservation_id,status,expected},
 -- invalid_request{detail}, invalid_quantity{sku,quantity}, over_fulfil{sku,location,requested,
 -- remaining}, invariant_violation{sku,location,detail,on_hand}, idempotency_conflict{fulfilment_id}
--- Events: fulfilled (one per location line)
+-- Events: fulfilled (one per location line), expired (when it finds a hold past its deadline)
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
 local wanted_arg, fid = ARGV[6], ARGV[7]
 
-local r = load_reservation(res_key, rid)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
 if r == nil then
-  return fail('reservation_not_found', { reservation_id = rid })
-end
-local skus = load_reservation_skus(r, ARGV[3], 3)
-if skus == nil then
-  return fail('stale_keys')
+  return skus
 end
 if fid ~= '' and r['fid:' .. fid] ~= nil then
   if r['fid:' .. fid] ~= wanted_arg then
@@ -42,7 +38,6 @@ end
 if r.st ~= 'committed' then
   return fail('invalid_state', { reservation_id = rid, status = r.st, expected = 'committed' })
 end
-local now = now_ms(ARGV[1])
 local lines = cjson.decode(r.lines)
 
 -- Plan the shipment on the decoded lines; nothing is written until it all fits.

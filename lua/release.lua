@@ -19,17 +19,9 @@
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
 
-local r = load_reservation(res_key, rid)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
 if r == nil then
-  return fail('reservation_not_found', { reservation_id = rid })
-end
-local skus = load_reservation_skus(r, ARGV[3], 3)
-if skus == nil then
-  return fail('stale_keys')
-end
-local now = now_ms(ARGV[1])
-if r.st == 'held' and r.exp <= now then
-  finalize_expired(r, res_key, skus, stream, now, retention)
+  return skus
 end
 if r.st ~= 'held' and r.st ~= 'committed' then
   return reply(r)

@@ -86,3 +86,22 @@ local function finalize_expired(r, res_key, skus, stream, ts, retention_ms)
   redis.call('HSET', res_key, 'st', 'expired')
   redis.call('PEXPIRE', res_key, retention_ms)
 end
+
+-- The opening every script on an existing reservation shares: load it, check the SKU keys the
+-- engine declared, and record expiry if its deadline has passed.
+-- Returns r, skus, now; or nil and the error reply to return.
+local function open_reservation(stream, res_key, rid, skus_arg, clock_offset, retention_ms)
+  local r = load_reservation(res_key, rid)
+  if r == nil then
+    return nil, fail('reservation_not_found', { reservation_id = rid })
+  end
+  local skus = load_reservation_skus(r, skus_arg, 3)
+  if skus == nil then
+    return nil, fail('stale_keys')
+  end
+  local now = now_ms(clock_offset)
+  if r.st == 'held' and r.exp <= now then
+    finalize_expired(r, res_key, skus, stream, now, retention_ms)
+  end
+  return r, skus, now
+end
