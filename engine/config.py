@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     reclaim_batch: int = Field(100, ge=1, le=1000)  # due holds reclaimed per script call
     sweeper_interval_seconds: float = Field(1.0, gt=0)
     redis_max_connections: int = Field(64, ge=1)
+    # A folder holding the Lua scripts (same layout as `lua/`). None = the ones shipped with the
+    # engine. Only for testing a patched script in a throwaway stack; never set in production.
+    lua_dir: Path | None = None
 
     # API.
     api_host: str = "127.0.0.1"
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return _check_url(value, _POSTGRES_SCHEMES, "postgresql://user@host:5432/db")
+
+    @field_validator("lua_dir")
+    @classmethod
+    def _check_lua_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "reserve.lua").is_file():
+            raise ValueError(f"{value} holds no reserve.lua")
+        return value
 
     @model_validator(mode="after")
     def _check_ttl_bounds(self) -> Settings:

@@ -47,7 +47,7 @@ class ReservationEngine:
         self.redis = redis
         self.settings = settings or load_settings()
         self.keys = KeySchema(self.settings.partitions)
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, self.settings.lua_dir)
         # Test-only: shifts the time every script reads from Redis TIME. Always 0 in production.
         self.clock_offset_ms = 0
         # reservation id -> {partition: its SKUs}; a reservation's SKUs never change, and the

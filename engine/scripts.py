@@ -38,9 +38,9 @@ def lua_dir() -> Path:
 
 
 @cache
-def load_script_source(name: str) -> str:
-    """The full text sent to Redis: includes first, then the script."""
-    base = lua_dir()
+def load_script_source(name: str, base: Path | None = None) -> str:
+    """The full text sent to Redis: includes first, then the script (from `base` if given)."""
+    base = base or lua_dir()
     parts = [(base / "includes" / f"{inc}.lua").read_text() for inc in INCLUDES]
     parts.append((base / f"{name}.lua").read_text())
     return "\n".join(parts)
@@ -49,9 +49,9 @@ def load_script_source(name: str) -> str:
 class Scripts:
     """One registered script per operation, bound to a client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, base: Path | None = None) -> None:
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(load_script_source(name)) for name in SCRIPTS
+            name: redis.register_script(load_script_source(name, base)) for name in SCRIPTS
         }
 
     def __getitem__(self, name: str) -> AsyncScript:

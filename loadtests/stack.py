@@ -115,6 +115,8 @@ class LocalStack:
             FLASHSALE_WORKER_BLOCK_MS="200",
             PYTHONUNBUFFERED="1",
         )
+        if s.lua_dir is not None:
+            env["FLASHSALE_LUA_DIR"] = str(s.lua_dir.resolve())
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> None:
