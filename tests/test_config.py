@@ -75,3 +75,18 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     message = str(caught.value)
     assert message.startswith(f"{variable}: ")
     assert "\n" not in message
+
+
+def test_a_lua_dir_without_reserve_lua_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "no-scripts"
+    empty.mkdir()
+    (empty / "commit.lua").write_text("-- not the reserve script\n")
+    monkeypatch.setenv("FLASHSALE_LUA_DIR", str(empty))
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("FLASHSALE_LUA_DIR: ")
+    assert "reserve.lua" in message and str(empty) in message
+    assert "\n" not in message

@@ -1,26 +1,34 @@
 """The Locust suites (issue 5): every scenario small against one shared local stack, asserting
 its verdict; a full-size variant under the `load` marker; and proof that the verdict can fail.
 
-Proof of failure, two ways (no throwaway stack with a broken reserve script: the API runs in
-`flashsale serve` child processes, out of a monkeypatch's reach, and the Lua is not ours to edit):
-  * the flash_sale verdict on a fabricated oversold final state, and
+Proof of failure, three ways:
+  * the flash_sale verdict on a fabricated oversold final state,
   * a real run whose final state is then oversold behind the engine's back (one unit committed
     straight into the SKU hash, no script, no ledger row): the verdict read from the live API and
-    ledger must say FAIL.
+    ledger must say FAIL, and
+  * a deliberately broken engine: a throwaway stack (its own Redis, its own database) whose
+    reserve script is a patched copy that ignores available stock (`Settings.lua_dir` hands the
+    copy to the API, worker and sweeper child processes); a real flash_sale run on it must FAIL
+    for the oversell.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from engine.config import Settings
+from engine.config import load_settings
 from engine.keys import KeySchema
+from engine.scripts import lua_dir
 from loadtests.admin import Admin, SkuState
 from loadtests.checks import flash_sale
 from loadtests.runner import RunOptions, run
@@ -32,29 +40,33 @@ SMALL = RunOptions(users=60, spawn_rate=30, run_time=10)
 PARTITIONS = 4  # carts of several SKUs cross partition streams
 
 
+@contextmanager
+def _fresh_database(database_url: str) -> Iterator[str]:
+    """A new, empty database on the session's Postgres (its URL), dropped afterwards."""
+    name = f"lt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(database_url, name)
+    finally:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="module")
 def stack(
     redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
     """API (2 workers), sync worker and sweeper on the session's servers, one fresh database."""
-    name = f"lt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
     root = tmp_path_factory.mktemp("loadtest")
-    settings = Settings(
-        redis_url=redis_url,
-        database_url=with_database(database_url, name),
-        data_dir=root / "data",
-        partitions=PARTITIONS,
-    )
-    try:
+    with _fresh_database(database_url) as db_url:
+        settings = load_settings(
+            redis_url=redis_url, database_url=db_url, data_dir=root / "data", partitions=PARTITIONS
+        )
         with LocalStack(settings, root / "logs") as running:
             yield running
-    finally:
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("scenario", NAMES)
@@ -124,8 +136,57 @@ def test_verdict_fails_on_a_real_stack_oversold_behind_the_engine(
     assert "buyers were told" in line
 
 
-def _final(report_dir: Path) -> dict[str, object]:
-    import json
+# Shadows the include's `available(q)` for the code of reserve.lua only (the scripts are sent as
+# includes + script, one chunk): the allocation sees a billion free units at every location, so
+# the insufficient_stock refusal never fires. Events, levels and the other scripts still use the
+# real `available`, so the oversell shows in the API and the ledger as it would in production.
+UNLIMITED_STOCK = (
+    "-- BROKEN ON PURPOSE (tests/test_loadtests.py): the stock check is skipped.\n"
+    "local function available(q) return 1000000000 end\n"
+)
 
+
+def _lua_without_stock_check(dest: Path) -> Path:
+    """A copy of the scripts whose reserve.lua allocates units that are not there."""
+    shutil.copytree(lua_dir(), dest)
+    reserve = dest / "reserve.lua"
+    source = reserve.read_text()
+    # The shadow only bites if reserve.lua reads stock through available(); fail loudly if not.
+    calls = len(re.findall(r"(?<![\w.:])available\(", source))
+    assert calls >= 1, "reserve.lua no longer calls available(q): adapt UNLIMITED_STOCK"
+    assert "local function available" not in source, "reserve.lua defines its own available()"
+    reserve.write_text(UNLIMITED_STOCK + source)
+    return dest
+
+
+@pytest.mark.slow
+def test_verdict_fails_on_an_engine_whose_reserve_skips_the_stock_check(
+    database_url: str, tmp_path: Path
+) -> None:
+    broken = _lua_without_stock_check(tmp_path / "lua")
+    with _fresh_database(database_url) as db_url:
+        # No redis_url: the stack starts its own Redis under tmp_path, never the session's.
+        settings = load_settings(
+            redis_url=None, database_url=db_url, data_dir=tmp_path / "data", lua_dir=broken
+        )
+        with LocalStack(settings, tmp_path / "logs") as throwaway:
+            assert throwaway.settings.lua_dir == broken
+            options = RunOptions(users=20, spawn_rate=20, run_time=5)
+            result = run("flash_sale", options, stack=throwaway, reports=tmp_path / "reports")
+    report = json.loads((result.report_dir / "final_state.json").read_text())
+    # The patch took: not one buyer was turned away for stock.
+    assert report["counts"].get("refused_insufficient_stock", 0) == 0, report["counts"]
+    units, sold = result.verdict.facts["units"], result.verdict.facts["sold"]
+    assert sold > units, result.summary
+    assert not result.passed, result.summary
+    assert "VERDICT: FAIL flash_sale: " in result.summary
+    assert f"oversold: {sold} committed of {units}" in result.summary
+    assert re.search(r"@wh-1: available -\d+ below 0 \(oversold\)", result.summary), result.summary
+    # The right reason only: no unexpected responses, ledger and buyers agree with the server.
+    assert all("oversold" in v for v in result.verdict.violations), result.verdict.violations
+    assert (result.report_dir / "verdict.txt").read_text().startswith("VERDICT: FAIL flash_sale")
+
+
+def _final(report_dir: Path) -> dict[str, object]:
     final: dict[str, object] = json.loads((report_dir / "final_state.json").read_text())["final"]
     return final
