@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     reclaim_batch: int = Field(100, ge=1, le=1000)  # due holds reclaimed per script call
     sweeper_interval_seconds: float = Field(1.0, gt=0)
     redis_max_connections: int = Field(64, ge=1)
+    reserve_batch_max: int = Field(64, ge=1, le=1000)  # reserve requests per script call
+    # How long a SKU seen sold out is refused without asking Redis; 0 turns the fast path off.
+    sold_out_recheck_ms: int = Field(50, ge=0, le=10_000)
     # A folder holding the Lua scripts (same layout as `lua/`). None = the ones shipped with the
     # engine. Only for testing a patched script in a throwaway stack; never set in production.
     lua_dir: Path | None = None

@@ -17,10 +17,12 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine import validation as check
+from engine.batching import Batcher, ReserveRequest, reserve_call
 from engine.config import Settings, load_settings
 from engine.errors import (
     EngineError,
     IdempotencyConflict,
+    InsufficientStock,
     InvalidRequest,
     ReservationNotFound,
     UnknownSku,
@@ -28,6 +30,7 @@ from engine.errors import (
 from engine.keys import KeySchema, Partition
 from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
 from engine.scripts import Scripts
+from engine.sold_out import SoldOutMarks
 from engine.types import (
     ALLOCATION_STRATEGIES,
     CartLine,
@@ -48,11 +51,23 @@ class ReservationEngine:
         self.settings = settings or load_settings()
         self.keys = KeySchema(self.settings.partitions)
         self.scripts = Scripts(redis, self.settings.lua_dir)
-        # Test-only: shifts the time every script reads from Redis TIME. Always 0 in production.
-        self.clock_offset_ms = 0
+        self._clock_offset_ms = 0
         # reservation id -> {partition: its SKUs}; a reservation's SKUs never change, and the
         # scripts verify them, so a stale entry costs one retry, never a wrong answer.
         self._located: OrderedDict[str, dict[int, tuple[str, ...]]] = OrderedDict()
+        self._batchers: dict[int, Batcher] = {}
+        self._sold_out = SoldOutMarks(self.settings.sold_out_recheck_ms)
+
+    @property
+    def clock_offset_ms(self) -> int:
+        """Test-only: shifts the time every script reads from Redis TIME. Always 0 in production."""
+        return self._clock_offset_ms
+
+    @clock_offset_ms.setter
+    def clock_offset_ms(self, value: int) -> None:
+        # Holds may have expired in the jump: what this process believed sold out may not be.
+        self._sold_out.clear_all()
+        self._clock_offset_ms = value
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReservationEngine:
@@ -127,6 +142,7 @@ class ReservationEngine:
                 check.check_reference(reference),
             ],
         )
+        self._sold_out.clear([sku])
         return bool(reply["created"])
 
     async def inventory(self, sku: str) -> SkuSnapshot:
@@ -239,6 +255,7 @@ class ReservationEngine:
             )
         except IdempotencyConflict:
             raise IdempotencyConflict(idempotency_key=idempotency_key) from None
+        self._sold_out.clear([sku])
         return level_of(location, reply)
 
     async def _change_on_hand_script(
@@ -293,6 +310,10 @@ class ReservationEngine:
         fingerprint = request_fingerprint(
             [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
         )
+        if reservation_id not in self._located:  # a replay of our own reservation asks Redis
+            refusal = self._sold_out.refusal(lines)
+            if refusal is not None:
+                raise refusal
         groups: dict[int, list[CartLine]] = {}
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
@@ -327,26 +348,28 @@ class ReservationEngine:
         ttl: int,
         fingerprint: str,
     ) -> dict[str, Any]:
-        skus = _skus_of(lines)
-        index = {sku: i + 1 for i, sku in enumerate(skus)}
-        keys = [part.events, part.reservation(reservation_id)]
-        for sku in skus:
-            keys.extend(part.sku_keys(sku))
-        s = self.settings
-        args: list[Any] = [
-            reservation_id,
-            customer_id,
-            ttl * 1000,
-            s.hold_ttl_min_seconds * 1000,
-            s.hold_ttl_max_seconds * 1000,
-            fingerprint,
-            s.retention_seconds * 1000,
-            s.reclaim_batch,
-            s.max_quantity_per_line,
-            orjson.dumps([[index[ln.sku], ln.quantity, ln.location or ""] for ln in lines]),
-            *skus,
-        ]
-        return await self._run("reserve", part, keys, args)
+        batcher = self._batchers.get(part.number)
+        if batcher is None:
+            batcher = self._batchers[part.number] = Batcher(
+                lambda requests: self._send_reserve_batch(part, requests),
+                self.settings.reserve_batch_max,
+            )
+        raw = await batcher.submit(
+            ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, lines)
+        )
+        try:
+            return decode(raw)
+        except InsufficientStock as exc:
+            if exc.details.pop("so", 0):
+                self._sold_out.mark(exc.details["sku"])
+            raise
+
+    async def _send_reserve_batch(
+        self, part: Partition, requests: list[ReserveRequest]
+    ) -> list[bytes]:
+        keys, args = reserve_call(part, requests, self.settings, self.clock_offset_ms)
+        raws: list[bytes] = await self.scripts["reserve"](keys=keys, args=args)
+        return raws
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
         check.check_id("reservation_id", reservation_id)
@@ -466,6 +489,9 @@ class ReservationEngine:
                             )
                         raws = await pipe.execute()
                     replies = [decode(raw) for raw in raws]
+                    self._sold_out.clear(
+                        sku for sku, r in zip(pending, replies, strict=True) if r["reclaimed"]
+                    )
                     total += sum(int(r["reclaimed"]) for r in replies)
                     pending = [sku for sku, r in zip(pending, replies, strict=True) if r["more"]]
                 if cursor == 0:
@@ -507,7 +533,7 @@ class ReservationEngine:
                 *extra,
             ]
             try:
-                return await self._run(name, part, keys, args)
+                reply = await self._run(name, part, keys, args)
             except StaleKeys:
                 if attempt:  # the id was reused twice in a row under us: it is not the one asked
                     raise ReservationNotFound(reservation_id=reservation_id) from None
@@ -516,6 +542,10 @@ class ReservationEngine:
                 if number not in fresh:
                     raise ReservationNotFound(reservation_id=reservation_id) from None
                 skus = tuple(fresh[number]["skus"].split("\n"))
+                continue
+            if name == "release":
+                self._sold_out.clear(skus)
+            return reply
         raise AssertionError("unreachable")
 
     async def _locate(self, reservation_id: str) -> dict[int, tuple[str, ...]]:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from engine.batching import ReserveRequest, reserve_call
 from engine.config import Settings
 from engine.engine import ReservationEngine
 from engine.errors import EngineError, InsufficientStock
@@ -94,28 +95,16 @@ async def redis_limit(
     await configure(engine, workload)
     sha = await redis.script_load(Scripts(redis)["reserve"].script)
     part = KeySchema(settings.partitions).for_sku(workload.sku)
-    sku_keys = part.sku_keys(workload.sku)
-    # ARGV after the reservation and customer ids, in _reserve_part's order.
-    fixed = [
-        HOLD_TTL_S * 1000,
-        settings.hold_ttl_min_seconds * 1000,
-        settings.hold_ttl_max_seconds * 1000,
-    ]
-    tail = [
-        settings.retention_seconds * 1000,
-        settings.reclaim_batch,
-        settings.max_quantity_per_line,
-        orjson.dumps([[1, 1, ""]]),  # line 1 of the cart: SKU index 1, 1 unit, any location
-        workload.sku,
-    ]
+    line = [CartLine(workload.sku, 1)]
     pipeliner = Pipeliner(redis)
 
     async def attempt(buyer: int, seq: int) -> Outcome:
         rid = f"{run_id}-rl-{buyer}-{seq}"
-        keys = [part.events, part.reservation(rid), *sku_keys]
+        # One request per script call: the per-request ceiling, without the engine's batching.
         # The fingerprint only matters when an id is retried; each id here is asked once.
-        args = [0, rid, f"b{buyer}", *fixed, rid, *tail]
-        raw = await pipeliner.call("EVALSHA", sha, len(keys), *keys, *args)
+        request = ReserveRequest(rid, f"b{buyer}", HOLD_TTL_S * 1000, rid, line)
+        keys, args = reserve_call(part, [request], settings, 0)
+        (raw,) = await pipeliner.call("EVALSHA", sha, len(keys), *keys, *args)
         err = orjson.loads(raw).get("err")
         if err is None:
             return Outcome.SOLD

@@ -1,0 +1,55 @@
+"""The sold-out fast path: refusals for a SKU this process just saw sold out, without Redis.
+
+Most launch-day traffic arrives after the last unit went. When `reserve.lua` answers that a SKU has
+no unit and no backorder room left anywhere, the engine trusts that for `recheck_ms` and refuses
+carts naming the SKU locally. Once the window has passed, the next calls go to Redis again (they
+ride one batch), so a unit that comes back through another process (a release, an expiry, a
+restock) is offered again within `recheck_ms` plus one round trip. This process's own releases,
+expiries and stock changes clear the mark at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from engine.errors import InsufficientStock
+from engine.types import CartLine
+
+
+class SoldOutMarks:
+    def __init__(self, recheck_ms: int) -> None:
+        self._window = recheck_ms / 1000
+        self._until: dict[str, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._window > 0
+
+    def mark(self, sku: str) -> None:
+        if self._window > 0:
+            self._until[sku] = time.monotonic() + self._window
+
+    def clear(self, skus: Iterable[str]) -> None:
+        for sku in skus:
+            self._until.pop(sku, None)
+
+    def clear_all(self) -> None:
+        self._until.clear()
+
+    def refusal(self, lines: Sequence[CartLine]) -> InsufficientStock | None:
+        """The refusal Redis would give this cart, if one of its SKUs is marked sold out."""
+        if not self._until:
+            return None
+        now = time.monotonic()
+        for line in lines:
+            until = self._until.get(line.sku)
+            if until is None:
+                continue
+            if until <= now:
+                del self._until[line.sku]
+                continue
+            return InsufficientStock(
+                sku=line.sku, location=line.location or "", requested=line.quantity, available=0
+            )
+        return None
