@@ -23,6 +23,7 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
         soldout_seconds=1.0,
         designs=DESIGNS,
         memory_holds=200,
+        latency_calls=200,
         redis_url=redis_url,
         database_url=pg_database_url,
         settings=settings,
@@ -37,6 +38,9 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
             assert result.false_refusals == 0, result
             assert result.available_after_selling == 0, result
     assert report.memory is not None and report.memory.holds == 200
+    # Figures, not speeds: each probe ran to the end (a unit never re-offered would time out).
+    assert report.latency is not None
+    assert report.latency.sequential_calls == 200 and report.latency.reoffers == 5
     json_path, md_path = write(report, tmp_path)
     assert json_path.exists() and md_path.read_text().endswith(markdown(report))
 

@@ -7,8 +7,20 @@ from typing import Annotated
 
 import typer
 
-QUICK = {"units": 200, "buyers": 20, "soldout_seconds": 1.0, "memory_holds": 1_000}
-FULL = {"units": 20_000, "buyers": 500, "soldout_seconds": 5.0, "memory_holds": 100_000}
+QUICK = {
+    "units": 200,
+    "buyers": 20,
+    "soldout_seconds": 1.0,
+    "memory_holds": 1_000,
+    "latency_calls": 500,
+}
+FULL = {
+    "units": 20_000,
+    "buyers": 500,
+    "soldout_seconds": 5.0,
+    "memory_holds": 100_000,
+    "latency_calls": 10_000,
+}
 
 
 def bench(
@@ -31,6 +43,14 @@ def bench(
     memory_holds: Annotated[
         int | None,
         typer.Option("--memory-holds", min=0, help="Holds for the memory probe; 0 skips."),
+    ] = None,
+    latency_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--latency-calls",
+            min=0,
+            help="Sequential reserve calls for the light-load latency probe; 0 skips.",
+        ),
     ] = None,
     reports_dir: Annotated[
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
@@ -64,6 +84,7 @@ def bench(
             ),
             designs=chosen,
             memory_holds=int(base["memory_holds"] if memory_holds is None else memory_holds),
+            latency_calls=int(base["latency_calls"] if latency_calls is None else latency_calls),
             redis_url=services.redis_url,
             database_url=services.database_url,
             settings=settings,

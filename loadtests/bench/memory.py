@@ -19,11 +19,23 @@ class MemoryResult:
     holds: int
     bytes_per_active_hold: float
     bytes_per_finished_reservation: float
+    # The same without the events they wrote: the sync worker trims acknowledged events, so in a
+    # running stack these are the figures that stay for the retention window.
+    bytes_per_active_hold_without_events: float = 0.0
+    bytes_per_finished_reservation_without_events: float = 0.0
 
 
 async def used_memory(engine: ReservationEngine) -> int:
     info = await engine.redis.info("memory")
     return int(info["used_memory"])
+
+
+async def stream_bytes(engine: ReservationEngine) -> int:
+    """Exact (SAMPLES 0) memory of every partition stream; read only, nothing is trimmed."""
+    total = 0
+    for part in engine.keys.all():
+        total += int(await engine.redis.memory_usage(part.events, samples=0) or 0)
+    return total
 
 
 async def measure(settings: Settings, redis_url: str, holds: int, run_id: str) -> MemoryResult:
@@ -51,15 +63,21 @@ async def measure(settings: Settings, redis_url: str, holds: int, run_id: str) -
         await asyncio.gather(*(each(ids[i::CONCURRENCY], action) for i in range(CONCURRENCY)))
 
     try:
-        before = await used_memory(engine)
+        before, events_before = await used_memory(engine), await stream_bytes(engine)
         await run("reserve")
-        held = await used_memory(engine)
+        held, events_held = await used_memory(engine), await stream_bytes(engine)
         await run("release")
-        finished = await used_memory(engine)
+        finished, events_finished = await used_memory(engine), await stream_bytes(engine)
     finally:
         await engine.aclose()
     return MemoryResult(
         holds=holds,
         bytes_per_active_hold=(held - before) / holds,
         bytes_per_finished_reservation=(finished - before) / holds,
+        bytes_per_active_hold_without_events=(held - before - (events_held - events_before))
+        / holds,
+        bytes_per_finished_reservation_without_events=(
+            finished - before - (events_finished - events_before)
+        )
+        / holds,
     )

@@ -59,8 +59,24 @@ def memory_line(report: BenchReport) -> str:
     return (
         f"Redis memory over {m.holds:,} one-line holds: {m.bytes_per_active_hold:,.0f} B per "
         f"active hold, {m.bytes_per_finished_reservation:,.0f} B per finished (released) "
-        "reservation in its retention window"
+        "reservation in its retention window; without their stream events (trimmed once the "
+        f"sync worker has them): {m.bytes_per_active_hold_without_events:,.0f} B and "
+        f"{m.bytes_per_finished_reservation_without_events:,.0f} B"
     )
+
+
+def latency_lines(report: BenchReport) -> list[str]:
+    lt = report.latency
+    if lt is None:
+        return []
+    return [
+        f"engine reserve at light load (one client, sequential, {lt.sequential_calls:,} calls): "
+        f"p50 {lt.sequential_p50_ms:.3f} ms, p99 {lt.sequential_p99_ms:.3f} ms, "
+        f"p999 {lt.sequential_p999_ms:.3f} ms",
+        f"re-offer after a release by another process while buyers hammer the sold-out SKU "
+        f"({lt.reoffers} rounds, sold-out recheck {lt.recheck_ms} ms): p50 "
+        f"{lt.reoffer_p50_ms:.1f} ms, max {lt.reoffer_max_ms:.1f} ms",
+    ]
 
 
 def table(report: BenchReport) -> Table:
@@ -75,7 +91,7 @@ def table(report: BenchReport) -> Table:
 
 
 def notes(report: BenchReport) -> list[str]:
-    return [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+    return latency_lines(report) + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
 
 
 def markdown(report: BenchReport) -> str:
@@ -95,11 +111,13 @@ def markdown(report: BenchReport) -> str:
 
 def as_json(report: BenchReport) -> dict[str, Any]:
     memory = None if report.memory is None else dict(report.memory.__dict__)
+    latency = None if report.latency is None else dict(report.latency.__dict__)
     return {
         "machine": machine(),
         "config": report.config,
         "results": [r.as_dict() for r in report.results],
         "memory": memory,
+        "latency": latency,
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
     }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Settings
-from loadtests.bench import http_design, memory, pg_designs, redis_designs
+from loadtests.bench import http_design, latency, memory, pg_designs, redis_designs
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
 
 DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional")
@@ -23,6 +23,7 @@ class BenchConfig:
     soldout_seconds: float
     designs: tuple[str, ...]
     memory_holds: int
+    latency_calls: int
     redis_url: str
     database_url: str
     settings: Settings
@@ -33,6 +34,7 @@ class BenchReport:
     config: dict[str, Any]
     results: list[DesignResult] = field(default_factory=list)
     memory: memory.MemoryResult | None = None
+    latency: latency.LatencyResult | None = None
     bench_peak_rss_mib: float = 0.0
 
 
@@ -98,6 +100,7 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             "soldout_seconds": cfg.soldout_seconds,
             "designs": list(cfg.designs),
             "memory_holds": cfg.memory_holds,
+            "latency_calls": cfg.latency_calls,
             "partitions": cfg.settings.partitions,
             "run_id": run_id,
         }
@@ -112,5 +115,10 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
     if cfg.memory_holds:
         progress(f"measuring Redis memory over {cfg.memory_holds} holds…")
         report.memory = await memory.measure(cfg.settings, cfg.redis_url, cfg.memory_holds, run_id)
+    if cfg.latency_calls:
+        progress(f"measuring light-load latency ({cfg.latency_calls} calls) and re-offer time…")
+        report.latency = await latency.measure(
+            cfg.settings, cfg.redis_url, cfg.latency_calls, run_id
+        )
     report.bench_peak_rss_mib = _rss_mib()
     return report
