@@ -307,13 +307,13 @@ class ReservationEngine:
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
-        fingerprint = request_fingerprint(
-            [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
-        )
         if reservation_id not in self._located:  # a replay of our own reservation asks Redis
             refusal = self._sold_out.refusal(lines)
             if refusal is not None:
                 raise refusal
+        fingerprint = request_fingerprint(
+            [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
+        )
         groups: dict[int, list[CartLine]] = {}
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
@@ -353,6 +353,7 @@ class ReservationEngine:
             batcher = self._batchers[part.number] = Batcher(
                 lambda requests: self._send_reserve_batch(part, requests),
                 self.settings.reserve_batch_max,
+                self.settings.reserve_batches_in_flight,
             )
         raw = await batcher.submit(
             ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, lines)

@@ -37,7 +37,11 @@ async def outcome(coro: Any) -> Any:
         return type(exc)
 
 
-async def test_concurrent_reserves_share_script_calls_and_win_in_arrival_order(engine):
+async def test_concurrent_reserves_share_script_calls_and_win_in_arrival_order(
+    redis_client: Any, redis_url: str
+):
+    # One batch in flight: strict arrival order (with two, a later batch may overtake).
+    engine = await make_engine(redis_url, reserve_batches_in_flight=1)
     await engine.configure_sku("hot", sku(30))
     before = await script_calls(engine)
     results = await asyncio.gather(
@@ -50,6 +54,7 @@ async def test_concurrent_reserves_share_script_calls_and_win_in_arrival_order(e
     assert won == list(range(30)), won  # applied in the order they arrived
     assert {r for r in results if isinstance(r, type)} == {e.InsufficientStock}
     await check_invariants(engine, ["hot"])
+    await engine.aclose()
 
 
 async def test_each_request_of_a_batch_succeeds_or_fails_alone(engine):
@@ -98,7 +103,7 @@ async def test_a_caller_that_gives_up_before_its_batch_leaves_is_not_sent(engine
         asyncio.create_task(engine.reserve(f"r{n}", f"c{n}", [CartLine("hot", 1)]))
         for n in range(100)
     ]
-    await asyncio.sleep(0)  # all submitted; the first batch (64) is in flight, 36 queue
+    await asyncio.sleep(0)  # all 100 submitted; no batch has left yet
     tasks[-1].cancel()
     done = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(done[-1], asyncio.CancelledError)
