@@ -15,6 +15,10 @@ from typing import Annotated
 import typer
 
 GRACEFUL_SHUTDOWN_S = 15  # requests in flight get this long after SIGTERM; then lifespan closes
+# Longer than a client's or load balancer's idle timeout (nginx: 75 s), so the server is never the
+# side that closes a kept-alive connection just as a request is sent on it (the client sees a
+# reset). uvicorn's 5 s default did exactly that to the bench's 500 buyers.
+KEEP_ALIVE_S = 75
 
 
 def serve(
@@ -28,6 +32,13 @@ def serve(
     port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Listen port [FLASHSALE_API_PORT].")
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="uvicorn's line per request (Prometheus metrics at /metrics count them anyway).",
+        ),
+    ] = True,
 ) -> None:
     """Serve the HTTP API (docs at /docs). Starts the embedded servers when no URLs are set."""
     import uvicorn
@@ -67,5 +78,7 @@ def serve(
             loop="uvloop",
             http="httptools",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            access_log=access_log,
             server_header=False,
         )

@@ -73,6 +73,7 @@ async def run(
                     str(API_WORKERS),
                     "--port",
                     str(port),
+                    "--no-access-log",  # a log line per request would be what we measure
                 ],
                 env=env,
                 stdout=out,
@@ -104,7 +105,8 @@ async def run(
             )
             output, _ = await driver.communicate()
             if driver.returncode != 0:
-                raise RuntimeError(f"http driver failed ({driver.returncode})")
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                raise RuntimeError(f"http driver failed ({driver.returncode}); serve log:\n{tail}")
             workers = psutil.Process(server.pid).children(recursive=True)
             rss_mib = max((peak_rss_kib(w.pid) for w in workers), default=0) / 1024
         finally:
