@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     storefront_keys: str = ""  # comma-separated
     token_secret: str | None = None
     max_body_bytes: int = Field(65_536, ge=1024)
+    api_opentelemetry: bool = False  # FastAPI's native OpenTelemetry (needs a configured SDK)
     rate_limit_per_customer: int = Field(120, ge=0)  # requests per window, 0 = off
     rate_limit_per_key: int = Field(0, ge=0)
     rate_limit_window_seconds: int = Field(60, ge=1)

@@ -307,10 +307,9 @@ class ReservationEngine:
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
-        if reservation_id not in self._located:  # a replay of our own reservation asks Redis
-            refusal = self._sold_out.refusal(lines)
-            if refusal is not None:
-                raise refusal
+        refusal = self.local_refusal(reservation_id, lines)
+        if refusal is not None:
+            raise refusal
         fingerprint = request_fingerprint(
             [customer_id, ttl, [[ln.sku, ln.quantity, ln.location or ""] for ln in lines]]
         )
@@ -338,6 +337,19 @@ class ReservationEngine:
             raise
         self._remember(reservation_id, located)
         return reservation_of(reservation_id, [replies[n] for n in sorted(replies)])
+
+    def local_refusal(
+        self, reservation_id: str, lines: Sequence[CartLine]
+    ) -> InsufficientStock | None:
+        """The refusal of the sold-out fast path, if it applies: no Redis round trip at all.
+
+        A caller may ask before its own per-request Redis work (the API's rate limiter), so a
+        sold-out sale costs Redis nothing per refusal. A replay of a reservation this process
+        made is never refused here: Redis has its stored answer.
+        """
+        if reservation_id in self._located:
+            return None
+        return self._sold_out.refusal(lines)
 
     async def _reserve_part(
         self,

@@ -152,6 +152,26 @@ async def test_customer_rate_limit_is_429_with_retry_after(
         assert (await api.level())["reserved"] == 3
 
 
+async def test_sold_out_refusals_cost_redis_nothing_and_are_not_rationed(
+    redis_client: Any, redis_url: str
+) -> None:
+    settings = api_settings(redis_url, rate_limit_per_customer=2, rate_limit_window_seconds=30)
+    async with running_api(settings) as api:
+        await api.put_sku("s1", on_hand=1)
+        assert (await api.reserve(1, customer="winner")).status_code == 201
+        assert_problem(await api.reserve(1), 409, "insufficient_stock")  # Redis says sold out
+        await redis_client.info("commandstats")  # so INFO's own line exists in both reads
+        before = await redis_client.info("commandstats")
+        for _ in range(5):  # past the customer's limit of 2, still the true answer
+            assert_problem(await api.reserve(1), 409, "insufficient_stock")
+        after = await redis_client.info("commandstats")
+        after["cmdstat_info"]["calls"] -= 1
+        # Not a script, not a rate-limit counter: no command at all.
+        assert {k: v["calls"] for k, v in after.items()} == {
+            k: v["calls"] for k, v in before.items()
+        }
+
+
 async def test_key_rate_limit_counts_each_key_apart(redis_client: object, redis_url: str) -> None:
     settings = api_settings(redis_url, rate_limit_per_key=3)
     async with running_api(settings) as api:

@@ -55,8 +55,13 @@ async def reserve(
         )
     # Absent both, a fresh id: the request is then not safe to retry, as the caller chose.
     reservation_id = idempotency_key or body.reservation_id or uuid.uuid4().hex
-    await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
     lines = [CartLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
+    # A sold-out answer from memory comes before the rate limiter's Redis round trip: refusing
+    # costs Redis nothing, so it need not be rationed either.
+    refusal = ctx.engine.local_refusal(reservation_id, lines)
+    if refusal is not None:
+        raise refusal
+    await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
     reservation = await ctx.engine.reserve(
         reservation_id, body.customer_id, lines, body.ttl_seconds
     )
