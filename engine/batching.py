@@ -80,19 +80,40 @@ class Batcher:
         self._send = send
         self._max = max_batch
         self._in_flight = in_flight
+        self._busy = 0  # batches out now: direct sends and drainers
         self._queue: list[tuple[ReserveRequest, asyncio.Future[bytes]]] = []
         self._drainers: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: ReserveRequest) -> bytes:
+        if self._busy < self._in_flight and not self._queue:
+            # An idle lane: the caller sends its own batch of one, with no task or future in
+            # between (the light-load latency path).
+            self._busy += 1
+            try:
+                (raw,) = await self._send([request])
+                return raw
+            finally:
+                self._busy -= 1
+                self._start_drainers()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
-        if len(self._drainers) < self._in_flight:
-            task = asyncio.create_task(self._drain())
-            self._drainers.add(task)
-            task.add_done_callback(self._drainers.discard)
+        self._start_drainers()
         return await future
 
+    def _start_drainers(self) -> None:
+        while self._queue and self._busy < self._in_flight:
+            self._busy += 1
+            task = asyncio.create_task(self._drain())
+            self._drainers.add(task)  # a reference, or the loop may collect a running task
+            task.add_done_callback(self._drainers.discard)
+
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            self._busy -= 1
+
+    async def _drain_queue(self) -> None:
         while self._queue:
             batch = self._queue[: self._max]
             del self._queue[: self._max]

@@ -48,8 +48,9 @@ async def test_concurrent_reserves_share_script_calls_and_win_in_arrival_order(
         *(outcome(engine.reserve(f"r{n}", f"c{n}", [CartLine("hot", 1)])) for n in range(200))
     )
     calls = await script_calls(engine) - before
-    # 200 requests left in batches of at most reserve_batch_max (64): 4 calls, not 200.
-    assert calls <= 200 // engine.settings.reserve_batch_max + 1, calls
+    # The first went alone (an idle lane sends at once); the other 199 left in batches of at most
+    # reserve_batch_max (64): 5 calls, not 200.
+    assert calls == 1 + -(-199 // engine.settings.reserve_batch_max), calls
     won = [n for n, r in enumerate(results) if not isinstance(r, type)]
     assert won == list(range(30)), won  # applied in the order they arrived
     assert {r for r in results if isinstance(r, type)} == {e.InsufficientStock}
@@ -57,9 +58,13 @@ async def test_concurrent_reserves_share_script_calls_and_win_in_arrival_order(
     await engine.aclose()
 
 
-async def test_each_request_of_a_batch_succeeds_or_fails_alone(engine):
+async def test_each_request_of_a_batch_succeeds_or_fails_alone(
+    redis_client: Any, redis_url: str
+) -> None:
+    engine = await make_engine(redis_url, reserve_batches_in_flight=1)
     await engine.configure_sku("a", sku(5, purchase_limit=2))
     await engine.configure_sku("b", sku(1))
+    await engine.configure_sku("o", sku(1))
     await engine.reserve("dup", "c0", [CartLine("a", 1)])
     carts = {
         "ok-1": ("c1", [CartLine("a", 2)]),
@@ -72,19 +77,22 @@ async def test_each_request_of_a_batch_succeeds_or_fails_alone(engine):
     }
     ids = {"conflict": "ok-1"}
     before = await script_calls(engine)
+    # The lane is idle, so the first call goes alone; every cart after it rides one batch.
+    first = engine.reserve("opener", "c0", [CartLine("o", 1)])
     results = dict(
         zip(
-            carts,
+            ["opener", *carts],
             await asyncio.gather(
+                outcome(first),
                 *(
                     outcome(engine.reserve(ids.get(name, name), customer, lines))
                     for name, (customer, lines) in carts.items()
-                )
+                ),
             ),
             strict=True,
         )
     )
-    assert await script_calls(engine) - before == 1  # one batch
+    assert await script_calls(engine) - before == 2  # the opener, then one batch
     assert results["ok-1"].status == "held" and results["ok-2"].status == "held"
     assert results["unknown"] is e.UnknownSku
     assert results["limit"] is e.PurchaseLimitExceeded
@@ -94,7 +102,8 @@ async def test_each_request_of_a_batch_succeeds_or_fails_alone(engine):
     a = (await engine.inventory("a")).total
     assert a.reserved == 1 + 2 + 1  # dup, ok-1, ok-2; the refused carts took nothing
     assert (await engine.inventory("b")).total.reserved == 1
-    await check_invariants(engine, ["a", "b"])
+    await check_invariants(engine, ["a", "b", "o"])
+    await engine.aclose()
 
 
 async def test_a_caller_that_gives_up_before_its_batch_leaves_is_not_sent(engine):
@@ -114,20 +123,22 @@ async def test_a_caller_that_gives_up_before_its_batch_leaves_is_not_sent(engine
 
 async def test_a_failed_batch_fails_every_caller_and_the_lane_recovers():
     calls: list[int] = []
+    down = True
 
     async def send(requests: list[ReserveRequest]) -> list[bytes]:
         calls.append(len(requests))
         await asyncio.sleep(0)
-        if len(calls) == 1:
+        if down:
             raise ConnectionError("redis went away")
         return [b"ok"] * len(requests)
 
     batcher = Batcher(send, max_batch=8)
     req = ReserveRequest("r", "c", 1000, "fp", [CartLine("s", 1)])
     first = await asyncio.gather(*(batcher.submit(req) for _ in range(3)), return_exceptions=True)
-    assert all(isinstance(x, ConnectionError) for x in first)
+    assert all(isinstance(x, ConnectionError) for x in first), first
+    down = False
     assert await asyncio.gather(*(batcher.submit(req) for _ in range(3))) == [b"ok"] * 3
-    assert calls == [3, 3]
+    assert calls == [1, 2, 1, 2]  # the idle lane's first call alone, then the rest together
 
 
 async def test_sold_out_refusals_do_not_reach_redis(engine):
