@@ -52,6 +52,9 @@ def bench(
             help="Sequential reserve calls for the light-load latency probe; 0 skips.",
         ),
     ] = None,
+    api_workers: Annotated[
+        int, typer.Option("--api-workers", min=1, max=64, help="engine-http's API workers.")
+    ] = 2,
     reports_dir: Annotated[
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
     ] = Path("loadtests/reports"),
@@ -88,6 +91,7 @@ def bench(
             redis_url=services.redis_url,
             database_url=services.database_url,
             settings=settings,
+            api_workers=api_workers,
         )
         result = asyncio.run(run_bench(cfg, status.update))
     # Piped output has no terminal width: give the eleven columns room instead of truncating.

@@ -27,6 +27,7 @@ class BenchConfig:
     redis_url: str
     database_url: str
     settings: Settings
+    api_workers: int = http_design.API_WORKERS
 
 
 @dataclass
@@ -74,7 +75,7 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
     note = ""
     if design == "engine-http":
         selling, soldout, left, rss, note = await http_design.run(
-            cfg.settings, cfg.redis_url, cfg.database_url, workload, run_id
+            cfg.settings, cfg.redis_url, cfg.database_url, workload, run_id, cfg.api_workers
         )
     else:
         async with _attempt_factory(design, cfg, workload, run_id) as attempt:
@@ -102,6 +103,7 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             "memory_holds": cfg.memory_holds,
             "latency_calls": cfg.latency_calls,
             "partitions": cfg.settings.partitions,
+            "api_workers": cfg.api_workers,
             "run_id": run_id,
         }
     )
