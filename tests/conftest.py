@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -67,9 +68,10 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         await client.aclose()
 
 
-@pytest.fixture
-def pg_database_url(database_url: str) -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
+@contextmanager
+def fresh_database(database_url: str, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database on the session's Postgres (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -78,6 +80,12 @@ def pg_database_url(database_url: str) -> Iterator[str]:
         with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
             # FORCE: a test that leaked a connection must not fail the next one's teardown.
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database_url(database_url: str) -> Iterator[str]:
+    with fresh_database(database_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,12 +17,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
@@ -34,23 +31,10 @@ from loadtests.checks import flash_sale
 from loadtests.runner import RunOptions, run
 from loadtests.scenarios import NAMES
 from loadtests.stack import LocalStack
-from tests.conftest import libpq_url, with_database
+from tests.conftest import fresh_database
 
 SMALL = RunOptions(users=60, spawn_rate=30, run_time=10)
 PARTITIONS = 4  # carts of several SKUs cross partition streams
-
-
-@contextmanager
-def _fresh_database(database_url: str) -> Iterator[str]:
-    """A new, empty database on the session's Postgres (its URL), dropped afterwards."""
-    name = f"lt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(database_url, name)
-    finally:
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +45,7 @@ def stack(
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
     root = tmp_path_factory.mktemp("loadtest")
-    with _fresh_database(database_url) as db_url:
+    with fresh_database(database_url) as db_url:
         settings = load_settings(
             redis_url=redis_url, database_url=db_url, data_dir=root / "data", partitions=PARTITIONS
         )
@@ -164,7 +148,7 @@ def test_verdict_fails_on_an_engine_whose_reserve_skips_the_stock_check(
     database_url: str, tmp_path: Path
 ) -> None:
     broken = _lua_without_stock_check(tmp_path / "lua")
-    with _fresh_database(database_url) as db_url:
+    with fresh_database(database_url) as db_url:
         # No redis_url: the stack starts its own Redis under tmp_path, never the session's.
         settings = load_settings(
             redis_url=None, database_url=db_url, data_dir=tmp_path / "data", lua_dir=broken
