@@ -107,6 +107,12 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             "run_id": run_id,
         }
     )
+    if cfg.latency_calls:
+        # First, while Redis and this process are fresh: "light load" should mean it.
+        progress(f"measuring light-load latency ({cfg.latency_calls} calls) and re-offer time…")
+        report.latency = await latency.measure(
+            cfg.settings, cfg.redis_url, cfg.latency_calls, run_id
+        )
     for design in cfg.designs:
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
         report.results.append(await run_design(design, cfg, run_id))
@@ -117,10 +123,5 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
     if cfg.memory_holds:
         progress(f"measuring Redis memory over {cfg.memory_holds} holds…")
         report.memory = await memory.measure(cfg.settings, cfg.redis_url, cfg.memory_holds, run_id)
-    if cfg.latency_calls:
-        progress(f"measuring light-load latency ({cfg.latency_calls} calls) and re-offer time…")
-        report.latency = await latency.measure(
-            cfg.settings, cfg.redis_url, cfg.latency_calls, run_id
-        )
     report.bench_peak_rss_mib = _rss_mib()
     return report
