@@ -155,7 +155,12 @@ async def test_customer_rate_limit_is_429_with_retry_after(
 async def test_sold_out_refusals_cost_redis_nothing_and_are_not_rationed(
     redis_client: Any, redis_url: str
 ) -> None:
-    settings = api_settings(redis_url, rate_limit_per_customer=2, rate_limit_window_seconds=30)
+    settings = api_settings(
+        redis_url,
+        rate_limit_per_customer=2,
+        rate_limit_window_seconds=30,
+        sold_out_recheck_ms=10_000,  # no slow machine outlasts it: the window is not the test
+    )
     async with running_api(settings) as api:
         await api.put_sku("s1", on_hand=1)
         assert (await api.reserve(1, customer="winner")).status_code == 201

@@ -141,7 +141,9 @@ async def test_a_failed_batch_fails_every_caller_and_the_lane_recovers():
     assert calls == [1, 2, 1, 2]  # the idle lane's first call alone, then the rest together
 
 
-async def test_sold_out_refusals_do_not_reach_redis(engine):
+async def test_sold_out_refusals_do_not_reach_redis(redis_client: Any, redis_url: str) -> None:
+    # A window no slow machine outlasts: what is tested is the refusal, not the window.
+    engine = await make_engine(redis_url, sold_out_recheck_ms=10_000)
     await engine.configure_sku("hot", sku(2))
     await engine.reserve("w1", "c1", [CartLine("hot", 2)])
     with pytest.raises(e.InsufficientStock):
@@ -154,6 +156,7 @@ async def test_sold_out_refusals_do_not_reach_redis(engine):
     assert refused.value.details == {"sku": "hot", "location": "", "requested": 1, "available": 0}
     # A replay of our own reservation still gets the stored answer, not a refusal.
     assert (await engine.reserve("w1", "c1", [CartLine("hot", 2)])).status == "held"
+    await engine.aclose()
 
 
 async def test_a_refusal_with_stock_left_elsewhere_sets_no_mark(engine):
