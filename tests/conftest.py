@@ -25,6 +25,8 @@ import redis.asyncio
 
 from engine.config import Settings
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
+from sync_worker import migrations
+from tests.test_worker_support import fast
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +95,14 @@ def settings(redis_url: str, pg_database_url: str, tmp_path: Path) -> Settings:
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
     return Settings(redis_url=redis_url, database_url=pg_database_url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def cfg(settings: Settings) -> Settings:
+    """The worker, reconcile and restore tests' settings: `fast`, on a migrated database."""
+    assert settings.database_url
+    migrations.upgrade(settings.database_url)
+    return fast(settings)
 
 
 def libpq_url(url: str) -> str:

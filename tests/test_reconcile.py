@@ -6,23 +6,14 @@ import asyncio
 from typing import Any
 
 import psycopg
-import pytest
 from typer.testing import CliRunner
 
 from engine.config import Settings
 from engine.types import CartLine
 from flashsale.cli import app
-from sync_worker import migrations
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, reconcile
-from tests.test_worker_support import fast, running_worker, seed, start_engine, wait_synced
-
-
-@pytest.fixture
-def cfg(settings: Settings) -> Settings:
-    assert settings.database_url
-    migrations.upgrade(settings.database_url)
-    return fast(settings)
+from tests.test_worker_support import running_worker, seed, start_engine, wait_synced
 
 
 async def check(cfg: Settings, deep: bool = False) -> ReconcileResult:

@@ -15,7 +15,6 @@ from engine.errors import PurchaseLimitExceeded, ReservationExpired
 from engine.restore import RedisNotEmpty
 from engine.types import CartLine, FulfilLine, LocationConfig, Reservation, SkuConfig
 from flashsale.cli import app
-from sync_worker import migrations
 from sync_worker.commands import run_reconcile
 from sync_worker.db import connect
 from sync_worker.restore import run_restore
@@ -23,20 +22,12 @@ from tests.test_worker_support import (
     SKUS,
     Load,
     assert_consistent,
-    fast,
     ledger_keys,
     running_worker,
     seed,
     start_engine,
     wait_synced,
 )
-
-
-@pytest.fixture
-def cfg(settings: Settings) -> Settings:
-    assert settings.database_url
-    migrations.upgrade(settings.database_url)
-    return fast(settings)
 
 
 async def sale(engine: ReservationEngine) -> list[str]:

@@ -12,7 +12,6 @@ import redis.asyncio
 from engine.config import Settings
 from engine.streams import CONSUMER_GROUP, partition_lag
 from engine.types import CartLine, FulfilLine
-from sync_worker import migrations
 from sync_worker.consumer import StreamConsumer
 from sync_worker.db import libpq_url
 from sync_worker.worker import SyncWorker
@@ -20,20 +19,12 @@ from tests.test_worker_support import (
     Auditor,
     Load,
     assert_consistent,
-    fast,
     ledger_keys,
     running_worker,
     seed,
     start_engine,
     wait_synced,
 )
-
-
-@pytest.fixture
-def cfg(settings: Settings) -> Settings:
-    assert settings.database_url
-    migrations.upgrade(settings.database_url)
-    return fast(settings)
 
 
 def query(cfg: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
