@@ -32,8 +32,10 @@ class Verdict:
         return f"VERDICT: FAIL {scenario}: " + "; ".join(self.violations[:10])
 
 
-def common_checks(verdict: Verdict, state: dict[str, SkuState], failures: int) -> None:
-    """No unexpected answers, no leaked hold, no oversold location, ledger == levels."""
+def common_checks(state: dict[str, SkuState], failures: int) -> Verdict:
+    """A verdict opened with what every scenario must hold: no unexpected answers, no leaked
+    hold, no oversold location, ledger == levels."""
+    verdict = Verdict()
     verdict.check(failures == 0, f"{failures} unexpected responses (see the report's failures)")
     for sku, s in state.items():
         for level in s.inventory["locations"]:
@@ -46,6 +48,7 @@ def common_checks(verdict: Verdict, state: dict[str, SkuState], failures: int) -
             )
             verdict.check(level["on_hand"] >= 0, f"{where}: negative on_hand {level['on_hand']}")
         ledger_matches(verdict, sku, s)
+    return verdict
 
 
 def ledger_matches(verdict: Verdict, sku: str, s: SkuState) -> None:
@@ -73,3 +76,10 @@ def client_matches(verdict: Verdict, sold: int, counts: dict[str, int]) -> None:
     """Every commit a buyer was told succeeded is in the server, and nothing else is."""
     told = counts.get("units_committed", 0)
     verdict.check(sold == told, f"server committed {sold}, buyers were told {told}")
+
+
+def sold_out(verdict: Verdict, sold: int, supply: int, counts: dict[str, int]) -> None:
+    """Buyers still turned away in the sale's last seconds, when nobody abandons or lets a hold
+    expire (users.calm), mean supply ran out: all of it must have sold."""
+    if counts.get("refused_insufficient_stock_calm", 0):
+        verdict.check(sold == supply, f"demand exceeded supply but only {sold} of {supply} sold")

@@ -6,7 +6,7 @@ abandoned or expired hold back in stock, and the buyers' own commit count matche
 from __future__ import annotations
 
 from loadtests.admin import Admin, SkuState
-from loadtests.verdict import Verdict, client_matches, common_checks, totals
+from loadtests.verdict import Verdict, client_matches, common_checks, sold_out, totals
 
 
 def skus(run_id: str) -> list[str]:
@@ -20,14 +20,11 @@ def seed(admin: Admin, run_id: str, units: int) -> None:
 def verdict(
     state: dict[str, SkuState], counts: dict[str, int], units: int, failures: int
 ) -> Verdict:
-    v = Verdict()
-    common_checks(v, state, failures)
+    v = common_checks(state, failures)
     sold = totals(state, "committed")
     v.facts.update(units=units, sold=sold, client_committed=counts.get("units_committed", 0))
     v.check(sold <= units, f"oversold: {sold} committed of {units}")
     v.check(totals(state, "on_hand") == units, "on_hand changed without a restock")
     client_matches(v, sold, counts)
-    if counts.get("refused_insufficient_stock_calm", 0):
-        # Buyers were still turned away in the sale's last seconds: supply ran out, so all sold.
-        v.check(sold == units, f"demand exceeded supply but only {sold} of {units} sold")
+    sold_out(v, sold, units, counts)
     return v

@@ -27,8 +27,7 @@ def seed(admin: Admin, run_id: str, units: int) -> None:
 def verdict(
     state: dict[str, SkuState], counts: dict[str, int], units: int, failures: int
 ) -> Verdict:
-    v = Verdict()
-    common_checks(v, state, failures)
+    v = common_checks(state, failures)
     held: dict[str, set[str]] = defaultdict(set)
     committed: dict[str, set[str]] = defaultdict(set)
     open_units: dict[str, int] = defaultdict(int)  # per cart: held + committed at the end

@@ -26,8 +26,7 @@ def seed(admin: Admin, run_id: str, units: int) -> None:
 def verdict(
     state: dict[str, SkuState], counts: dict[str, int], units: int, failures: int
 ) -> Verdict:
-    v = Verdict()
-    common_checks(v, state, failures)
+    v = common_checks(state, failures)
     bought: dict[str, int] = defaultdict(int)
     for s in state.values():
         for row in s.ledger:
