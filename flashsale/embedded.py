@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from engine.config import Settings
 from flashsale.postgres_server import EmbeddedPostgres
-from flashsale.procs import EmbeddedServerError, Progress, no_progress
+from flashsale.procs import EmbeddedServer, EmbeddedServerError, Progress, no_progress
 from flashsale.redis_server import EmbeddedRedis
 
 __all__ = [
@@ -37,7 +37,7 @@ class Services:
 
     redis_url: str
     database_url: str
-    started: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
+    started: list[EmbeddedServer] = field(default_factory=list)
 
     def stop(self, progress: Progress = no_progress) -> None:
         """Stop what this call started; servers that were already up or external stay."""
@@ -55,7 +55,7 @@ def embedded_servers(settings: Settings) -> tuple[EmbeddedRedis, EmbeddedPostgre
 
 def start_services(settings: Settings, progress: Progress = no_progress) -> Services:
     redis, postgres = embedded_servers(settings)
-    started: list[EmbeddedRedis | EmbeddedPostgres] = []
+    started: list[EmbeddedServer] = []
     try:
         redis_url = settings.redis_url or _start(redis, started, progress)
         database_url = settings.database_url or _start(postgres, started, progress)
@@ -75,18 +75,14 @@ def stop_services(settings: Settings, progress: Progress = no_progress) -> list[
     """Stop the embedded servers living in settings.data_dir; returns the names stopped."""
     redis, postgres = embedded_servers(settings)
     # Not gated on is_running(): a server that hangs without answering must still be stopped.
-    servers: list[tuple[str, EmbeddedRedis | EmbeddedPostgres]] = [
+    servers: list[tuple[str, EmbeddedServer]] = [
         ("postgres", postgres),
         ("redis", redis),
     ]
     return [name for name, server in servers if server.stop(progress)]
 
 
-def _start(
-    server: EmbeddedRedis | EmbeddedPostgres,
-    started: list[EmbeddedRedis | EmbeddedPostgres],
-    progress: Progress,
-) -> str:
+def _start(server: EmbeddedServer, started: list[EmbeddedServer], progress: Progress) -> str:
     if not server.is_running():
         started.append(server)
     return server.start(progress)

@@ -17,21 +17,18 @@ import psycopg
 
 from flashsale import pg_user
 from flashsale.procs import (
+    HOST,
+    EmbeddedServer,
     EmbeddedServerError,
     Progress,
-    free_port,
     locked,
-    log_tail,
     no_progress,
     pid_alive,
     port_open,
-    read_state,
     runs_program,
     terminate,
-    write_state,
 )
 
-HOST = "127.0.0.1"
 DATABASE = "flashsale"
 SUPERUSER = "postgres"
 PG_CTL_TIMEOUT_S = 120  # crash recovery of a big WAL can be slow; bounded all the same
@@ -54,7 +51,7 @@ def find_bin_dir() -> Path:
     )
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """Postgres in `data_dir/postgres`, on a free loopback port, trust auth, database `flashsale`.
 
     The postmaster detaches (pg_ctl starts it in its own session), so it outlives the process that
@@ -62,24 +59,13 @@ class EmbeddedPostgres:
     """
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.pgdata = self.data_dir / "postgres"
+        super().__init__("Postgres", data_dir, log_name="server.log")
+        self.pgdata = self.home  # the name Postgres and its tools give this folder
         self.socket_dir = self.data_dir / "postgres-run"
-        self.log_path = self.pgdata / "server.log"
-        self.state_path = self.data_dir / "postgres.json"
-
-    @property
-    def url(self) -> str | None:
-        """The `flashsale` database's URL while the server runs, else None."""
-        live = self._postmaster()
-        return _url(live[1]) if live else None
-
-    def is_running(self) -> bool:
-        return self._postmaster() is not None
 
     def start(self, progress: Progress = no_progress) -> str:
-        with locked(self.data_dir / "postgres.lock"):
-            live = self._postmaster()
+        with locked(self.lock_path):
+            live = self._live()
             if live is None:
                 bin_dir = find_bin_dir()
                 user = pg_user.service_user()
@@ -90,49 +76,41 @@ class EmbeddedPostgres:
                     pg_user.make_private_dir(self.pgdata, user)
                     initdb_args = ["--auth=trust", "--encoding=UTF8", "-U", SUPERUSER]
                     self._run(bin_dir / "initdb", initdb_args, user)
-                live = self._start_server(bin_dir, user, progress)
-            _ensure_database(live[1])
-            return _url(live[1])
+                socket_dir = self._socket_dir(user)
+                port = self._start_on_free_port(
+                    lambda port: self._pg_ctl_start(bin_dir, user, socket_dir, port), progress
+                )
+            else:
+                port = live[1]
+            _ensure_database(port)
+            return self._url(port)
 
-    def stop(self, progress: Progress = no_progress) -> bool:
-        """Stop the server if it runs; True when there was one to stop."""
-        with locked(self.data_dir / "postgres.lock"):
-            live = self._postmaster(accepting=False)
-            if live is None:
-                return False
-            progress(f"stopping Postgres (pid {live[0]})")
-            args = ["-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT_S), "stop"]
-            try:
-                self._run(find_bin_dir() / "pg_ctl", args, pg_user.service_user())
-            except EmbeddedServerError:
-                pass  # the signals below still end it
-            if pid_alive(live[0]):
-                terminate(live[0], grace=10.0)
-            return True
+    def _shut_down(self, pid: int, port: int) -> None:
+        args = ["-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT_S), "stop"]
+        try:
+            self._run(find_bin_dir() / "pg_ctl", args, pg_user.service_user())
+        except EmbeddedServerError:
+            pass  # the signals below still end it
+        if pid_alive(pid):
+            terminate(pid, grace=10.0)
 
-    def _start_server(
-        self, bin_dir: Path, user: pg_user.User | None, progress: Progress
-    ) -> tuple[int, int]:
-        socket_dir = ""  # none: a path too long for a unix socket would refuse to start
-        if len(str(self.socket_dir)) + len("/.s.PGSQL.65535") <= UNIX_SOCKET_MAX:
-            pg_user.make_private_dir(self.socket_dir, user)
-            socket_dir = str(self.socket_dir)
-        previous = (read_state(self.state_path) or {}).get("port")
-        for attempt in range(3):
-            # Another program may take the free port between our probe and the postmaster's bind.
-            port = free_port(HOST, previous if attempt == 0 else None)
-            progress(f"starting Postgres on {HOST}:{port} (data in {self.pgdata})")
-            options = f"-p {port} -h {HOST} -k {shlex.quote(socket_dir)}"
-            args = ["-w", "-t", str(PG_CTL_TIMEOUT_S), "-l", str(self.log_path)]
-            try:
-                self._run(bin_dir / "pg_ctl", [*args, "-o", options, "start"], user)
-            except EmbeddedServerError:
-                continue
-            live = self._postmaster()
-            if live is not None:
-                write_state(self.state_path, pid=live[0], port=live[1])
-                return live
-        raise EmbeddedServerError(f"Postgres did not start: {log_tail(self.log_path)}")
+    def _socket_dir(self, user: pg_user.User | None) -> str:
+        if len(str(self.socket_dir)) + len("/.s.PGSQL.65535") > UNIX_SOCKET_MAX:
+            return ""  # none: a path too long for a unix socket would refuse to start
+        pg_user.make_private_dir(self.socket_dir, user)
+        return str(self.socket_dir)
+
+    def _pg_ctl_start(
+        self, bin_dir: Path, user: pg_user.User | None, socket_dir: str, port: int
+    ) -> int | None:
+        options = f"-p {port} -h {HOST} -k {shlex.quote(socket_dir)}"
+        args = ["-w", "-t", str(PG_CTL_TIMEOUT_S), "-l", str(self.log_path)]
+        try:
+            self._run(bin_dir / "pg_ctl", [*args, "-o", options, "start"], user)
+        except EmbeddedServerError:
+            return None
+        live = self._live()
+        return live[0] if live else None
 
     def _run(self, exe: Path, args: list[str], user: pg_user.User | None) -> None:
         # Output goes to a file, not a pipe: the postmaster inherits pg_ctl's stdout, and a pipe
@@ -155,24 +133,28 @@ class EmbeddedPostgres:
                 lines = out.read().decode(errors="replace").strip().splitlines()[-3:]
                 raise EmbeddedServerError(f"{exe.name} failed: {' | '.join(lines)}") from exc
 
-    def _postmaster(self, accepting: bool = True) -> tuple[int, int] | None:
-        """(pid, port) of the postmaster running on this data (accepting TCP), else None."""
+    def _live(self, answering: bool = True) -> tuple[int, int] | None:
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
             pid, port = int(lines[0]), int(lines[3])
         except (OSError, ValueError, IndexError):
             return None
-        if not runs_program(pid, "postgres") or (accepting and not port_open(HOST, port)):
+        if not runs_program(pid, "postgres") or (answering and not port_open(HOST, port)):
             return None
         return pid, port
 
+    def _url(self, port: int) -> str:
+        return _database_url(port, DATABASE)
 
-def _url(port: int, database: str = DATABASE) -> str:
+
+def _database_url(port: int, database: str) -> str:
     return f"postgresql://{SUPERUSER}@{HOST}:{port}/{database}"
 
 
 def _ensure_database(port: int) -> None:
-    with psycopg.connect(_url(port, "postgres"), autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(
+        _database_url(port, "postgres"), autocommit=True, connect_timeout=10
+    ) as conn:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
         if found.fetchone() is None:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')

@@ -1,7 +1,9 @@
-"""Process plumbing shared by the embedded servers: ports, pids, state files, locks, waiting."""
+"""Process plumbing shared by the embedded servers (ports, pids, state files, locks, waiting) and
+the start/stop shape they have in common (EmbeddedServer)."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import json
@@ -16,6 +18,8 @@ from typing import Any
 from engine.errors import FlashsaleError
 
 Progress = Callable[[str], None]
+
+HOST = "127.0.0.1"  # loopback only: the embedded servers ask no password of whoever connects
 
 
 class EmbeddedServerError(FlashsaleError):
@@ -126,3 +130,72 @@ def log_tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(line.strip() for line in tail) or "(empty log)"
+
+
+class EmbeddedServer(abc.ABC):
+    """What the embedded servers share: a lock that serialises their start and stop, a JSON state
+    file that keeps the last port, and starting on that port again when it is still free.
+
+    A subclass says how to launch its server, find it running, and ask it to stop.
+    """
+
+    def __init__(self, name: str, data_dir: Path, log_name: str) -> None:
+        self.name = name
+        self.data_dir = Path(data_dir).resolve()
+        key = name.lower()
+        self.home = self.data_dir / key
+        self.log_path = self.home / log_name
+        self.state_path = self.data_dir / f"{key}.json"
+        self.lock_path = self.data_dir / f"{key}.lock"
+
+    @abc.abstractmethod
+    def start(self, progress: Progress = no_progress) -> str:
+        """Start the server unless it runs; its URL either way."""
+
+    @abc.abstractmethod
+    def _live(self, answering: bool = True) -> tuple[int, int] | None:
+        """(pid, port) of the server running on this data (and answering on its port), else None."""
+
+    @abc.abstractmethod
+    def _url(self, port: int) -> str: ...
+
+    @abc.abstractmethod
+    def _shut_down(self, pid: int, port: int) -> None:
+        """Return once the server is gone."""
+
+    @property
+    def url(self) -> str | None:
+        """The URL to use while the server runs, else None."""
+        live = self._live()
+        return self._url(live[1]) if live else None
+
+    def is_running(self) -> bool:
+        return self._live() is not None
+
+    def stop(self, progress: Progress = no_progress) -> bool:
+        """Stop the server if it runs; True when there was one to stop."""
+        with locked(self.lock_path):
+            # A server that hangs without answering must still be stopped.
+            live = self._live(answering=False)
+            if live is None:
+                return False
+            pid, port = live
+            progress(f"stopping {self.name} (pid {pid})")
+            self._shut_down(pid, port)
+            return True
+
+    def _start_on_free_port(
+        self, launch: Callable[[int], int | None], progress: Progress, **state: Any
+    ) -> int:
+        """Launch (which returns the server's pid, or None when it did not come up) on the last
+        port when it is free, so URLs stay stable; records pid and port and returns the port."""
+        previous = (read_state(self.state_path) or {}).get("port")
+        for attempt in range(3):
+            # Another program may take the free port between our probe and the server's bind.
+            port = free_port(HOST, previous if attempt == 0 else None)
+            progress(f"starting {self.name} on {HOST}:{port} (data in {self.home})")
+            pid = launch(port)
+            if pid is not None:
+                write_state(self.state_path, pid=pid, port=port, **state)
+                return port
+        raise EmbeddedServerError(f"{self.name} did not start: {log_tail(self.log_path)}")

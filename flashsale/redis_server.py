@@ -6,16 +6,16 @@ import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from flashsale.procs import (
+    HOST,
+    EmbeddedServer,
     EmbeddedServerError,
     Progress,
-    free_port,
     locked,
     log_tail,
     no_progress,
@@ -27,7 +27,6 @@ from flashsale.procs import (
     write_state,
 )
 
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0  # a large AOF takes a while to load; PING answers LOADING until then
 STOP_TIMEOUT_S = 60.0  # SHUTDOWN fsyncs the AOF first
 
@@ -47,74 +46,48 @@ def find_redis_server() -> str:
     )
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer):
     """Redis with AOF on, in `data_dir/redis`, daemonized so it outlives the process that started
     it; `data_dir/redis.json` records pid and port so another process can query or stop it."""
 
     def __init__(self, data_dir: Path, appendfsync: str = "everysec") -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, got {appendfsync!r}")
-        self.data_dir = Path(data_dir).resolve()
+        super().__init__("Redis", data_dir, log_name="redis.log")
         self.appendfsync = appendfsync
-        self.dir = self.data_dir / "redis"
-        self.state_path = self.data_dir / "redis.json"
-        self.log_path = self.dir / "redis.log"
-        self._pidfile = self.dir / "redis.pid"
-
-    @property
-    def url(self) -> str | None:
-        """The server's URL while it runs, else None."""
-        state = self._live_state()
-        return _url(state["port"]) if state else None
-
-    def is_running(self) -> bool:
-        return self._live_state() is not None
+        self._pidfile = self.home / "redis.pid"
 
     def start(self, progress: Progress = no_progress) -> str:
-        with locked(self.data_dir / "redis.lock"):
-            state = self._live_state()
-            if state is not None:
+        with locked(self.lock_path):
+            live = self._live()
+            if live is not None:
                 # Keep the durability the caller asked for even when the server was already up.
-                with _client(state["port"]) as client:
+                with _client(live[1]) as client:
                     client.config_set("appendfsync", self.appendfsync)
-                return _url(state["port"])
-            previous = read_state(self.state_path) or {}
+                return self._url(live[1])
             binary = find_redis_server()
-            self.dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(3):
-                # Another program may grab the free port between our probe and Redis' bind.
-                port = free_port(HOST, previous.get("port") if attempt == 0 else None)
-                progress(f"starting Redis on {HOST}:{port} (data in {self.dir})")
-                pid = self._spawn(binary, port)
-                if pid is not None:
-                    write_state(self.state_path, pid=pid, port=port, appendfsync=self.appendfsync)
-                    return _url(port)
-            raise EmbeddedServerError(f"Redis did not start: {log_tail(self.log_path)}")
+            self.home.mkdir(parents=True, exist_ok=True)
+            port = self._start_on_free_port(
+                lambda port: self._spawn(binary, port), progress, appendfsync=self.appendfsync
+            )
+            return self._url(port)
 
-    def stop(self, progress: Progress = no_progress) -> bool:
-        """Stop the server if it runs; True when there was one to stop."""
-        with locked(self.data_dir / "redis.lock"):
-            state = self._live_state(ping=False)
-            if state is None:
-                return False
-            progress(f"stopping Redis (pid {state['pid']})")
-            pid = int(state["pid"])
-            try:
-                with _client(state["port"]) as client:
-                    client.shutdown()
-            except redis.RedisError:
-                pass  # refused or unreachable: the wait below falls back to signals
-            if not wait_until(lambda: not pid_alive(pid), STOP_TIMEOUT_S):
-                terminate(pid, grace=5.0)
-            # Keep the port: the next start reuses it when free, so URLs stay stable.
-            write_state(self.state_path, pid=0, port=state["port"])
-            return True
+    def _shut_down(self, pid: int, port: int) -> None:
+        try:
+            with _client(port) as client:
+                client.shutdown()
+        except redis.RedisError:
+            pass  # refused or unreachable: the wait below falls back to signals
+        if not wait_until(lambda: not pid_alive(pid), STOP_TIMEOUT_S):
+            terminate(pid, grace=5.0)
+        # Keep the port: the next start reuses it when free, so URLs stay stable.
+        write_state(self.state_path, pid=0, port=port)
 
     def _spawn(self, binary: str, port: int) -> int | None:
         self._pidfile.unlink(missing_ok=True)
         args = [
             binary,
-            *("--port", str(port), "--bind", HOST, "--dir", str(self.dir)),
+            *("--port", str(port), "--bind", HOST, "--dir", str(self.home)),
             *("--appendonly", "yes", "--appendfsync", self.appendfsync),
             # AOF is the durability story; RDB snapshots would only add disk work.
             *("--save", ""),
@@ -143,17 +116,17 @@ class EmbeddedRedis:
         except (OSError, ValueError):
             return None
 
-    def _live_state(self, ping: bool = True) -> dict[str, Any] | None:
+    def _live(self, answering: bool = True) -> tuple[int, int] | None:
         state = read_state(self.state_path)
         if not state or not runs_program(int(state.get("pid", 0)), "redis-server"):
             return None
-        if ping and not _ping(int(state["port"])):
+        pid, port = int(state["pid"]), int(state["port"])
+        if answering and not _ping(port):
             return None
-        return state
+        return pid, port
 
-
-def _url(port: int) -> str:
-    return f"redis://{HOST}:{port}/0"
+    def _url(self, port: int) -> str:
+        return f"redis://{HOST}:{port}/0"
 
 
 def _client(port: int) -> redis.Redis:
