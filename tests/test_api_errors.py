@@ -137,6 +137,19 @@ async def test_numbers_follow_json_not_python(api: Api) -> None:
         assert_problem(response, 422, "validation_failed")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"customer_id": "c1", "lines": [{"sku": "s1", "quantity": 46625427761108209679466496}]},
+        {"customer_id": "c1", "lines": [{"sku": "s1", "quantity": 1}], "ttl_seconds": 10**30},
+    ],
+)
+async def test_integers_beyond_any_bound_are_422_not_500(api: Api, body: object) -> None:
+    """Found by schemathesis: echoing a 26-digit quantity made the refusal unwritable (500)."""
+    response = await api.client.post("/v1/reservations", json=body, headers=STOREFRONT)
+    assert_problem(response, 422, "validation_failed")
+
+
 @pytest.mark.parametrize("when", [0, "0", "2030-01-01T00:00:00", "2030-01-01", "soon"])
 async def test_times_are_rfc3339_strings_with_an_offset(api: Api, when: object) -> None:
     response = await api.client.put("/v1/skus/s1", json={"sale_starts_at": when}, headers=ADMIN)

@@ -12,11 +12,14 @@ from engine.types import Reservation, ReservationStatus
 # Structural bounds only: the configured maxima (lines per cart, quantity, TTL range) are the
 # engine's to check, so one schema serves every deployment.
 _MAX_LINES = 500
+# Beyond these no deployment's maximum lies; they keep a refusal's echo of the value within what
+# JSON tools read as an integer (a 26-digit quantity once made the problem body unwritable: 500).
+_MAX_TTL_SECONDS = 10**9
 
 
 class CartLineIn(Body):
     sku: Id
-    quantity: Int = Field(ge=1)
+    quantity: Int = Field(ge=1, le=MAX_UNITS)
     location: Id | None = Field(None, description="Hold at this location only (default: any).")
 
 
@@ -35,7 +38,9 @@ class ReserveIn(Body):
 
     customer_id: Id
     lines: list[CartLineIn] = Field(min_length=1, max_length=_MAX_LINES)
-    ttl_seconds: Int | None = Field(None, ge=1, description="Default: the server's TTL.")
+    ttl_seconds: Int | None = Field(
+        None, ge=1, le=_MAX_TTL_SECONDS, description="Default: the server's TTL."
+    )
     reservation_id: Id | None = Field(
         None, description="Idempotency key (or send the Idempotency-Key header)."
     )
@@ -44,7 +49,9 @@ class ReserveIn(Body):
 class ExtendIn(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_seconds": 300}]})
 
-    ttl_seconds: Int | None = Field(None, ge=1, description="New TTL from now.")
+    ttl_seconds: Int | None = Field(
+        None, ge=1, le=_MAX_TTL_SECONDS, description="New TTL from now."
+    )
 
 
 class CommitIn(Body):
