@@ -7,6 +7,10 @@
     settings         function  Settings on those two, data_dir in tmp_path, Redis flushed
 
 With the override variables set the suite FLUSHES that Redis: point it at a test server only.
+
+Property tests (hypothesis, schemathesis) draw the same examples on every run (`derandomize`), so
+`make test` fails for a change, never for a lucky draw. `HYPOTHESIS_PROFILE=explore` draws new ones
+each run: how to hunt for bugs nobody has written a test for yet.
 """
 
 from __future__ import annotations
@@ -22,11 +26,16 @@ import psycopg
 import pytest
 import redis
 import redis.asyncio
+from hypothesis import settings as hypothesis_settings
 
 from engine.config import Settings
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
 from sync_worker import migrations
 from tests.test_worker_support import fast
+
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")
