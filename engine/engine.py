@@ -301,13 +301,8 @@ class ReservationEngine:
         ttl_seconds: int | None = None,
     ) -> Reservation:
         """Holds every line or none. The same id with the same request returns the first answer."""
-        check.check_id("reservation_id", reservation_id)
-        check.check_id("customer_id", customer_id)
-        check.check_cart(lines, self.settings)
-        ttl = check.check_ttl(
-            self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
-        )
-        refusal = self.local_refusal(reservation_id, lines)
+        ttl = self._check_reserve(reservation_id, customer_id, lines, ttl_seconds)
+        refusal = self._sold_out_refusal(reservation_id, lines)
         if refusal is not None:
             raise refusal
         fingerprint = request_fingerprint(
@@ -339,15 +334,40 @@ class ReservationEngine:
         return reservation_of(reservation_id, [replies[n] for n in sorted(replies)])
 
     def local_refusal(
+        self,
+        reservation_id: str,
+        customer_id: str,
+        lines: Sequence[CartLine],
+        ttl_seconds: int | None = None,
+    ) -> InsufficientStock | None:
+        """The refusal `reserve` would answer from memory (sold-out fast path), or None.
+
+        For a caller with per-request Redis work of its own before `reserve` (the API's rate
+        limiter): a sold-out sale then costs Redis nothing per refusal. The request is checked
+        first, as `reserve` checks it, so a client's mistake is still named as such.
+        """
+        self._check_reserve(reservation_id, customer_id, lines, ttl_seconds)
+        return self._sold_out_refusal(reservation_id, lines)
+
+    def _check_reserve(
+        self,
+        reservation_id: str,
+        customer_id: str,
+        lines: Sequence[CartLine],
+        ttl_seconds: int | None,
+    ) -> int:
+        """Raises on a request Redis would refuse as malformed; returns the TTL in seconds."""
+        check.check_id("reservation_id", reservation_id)
+        check.check_id("customer_id", customer_id)
+        check.check_cart(lines, self.settings)
+        return check.check_ttl(
+            self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
+        )
+
+    def _sold_out_refusal(
         self, reservation_id: str, lines: Sequence[CartLine]
     ) -> InsufficientStock | None:
-        """The refusal of the sold-out fast path, if it applies: no Redis round trip at all.
-
-        A caller may ask before its own per-request Redis work (the API's rate limiter), so a
-        sold-out sale costs Redis nothing per refusal. A replay of a reservation this process
-        made is never refused here: Redis has its stored answer.
-        """
-        if reservation_id in self._located:
+        if reservation_id in self._located:  # a replay of our own reservation: Redis answers it
             return None
         return self._sold_out.refusal(lines)
 

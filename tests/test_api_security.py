@@ -169,6 +169,8 @@ async def test_sold_out_refusals_cost_redis_nothing_and_are_not_rationed(
         before = await redis_client.info("commandstats")
         for _ in range(5):  # past the customer's limit of 2, still the true answer
             assert_problem(await api.reserve(1), 409, "insufficient_stock")
+        # A client's mistake is still named as such, not hidden behind "sold out".
+        assert_problem(await api.reserve(5000), 422, "invalid_quantity")
         after = await redis_client.info("commandstats")
         after["cmdstat_info"]["calls"] -= 1
         # Not a script, not a rate-limit counter: no command at all.

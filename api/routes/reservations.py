@@ -58,7 +58,7 @@ async def reserve(
     lines = [CartLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
     # A sold-out answer from memory comes before the rate limiter's Redis round trip: refusing
     # costs Redis nothing, so it need not be rationed either.
-    refusal = ctx.engine.local_refusal(reservation_id, lines)
+    refusal = ctx.engine.local_refusal(reservation_id, body.customer_id, lines, body.ttl_seconds)
     if refusal is not None:
         raise refusal
     await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
