@@ -35,6 +35,9 @@ def free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
     candidates = ([preferred] if preferred else []) + [0]
     for candidate in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers bind: a port whose old connections linger in TIME_WAIT after a stop
+            # is free to them, and only a listener makes it busy (Linux refuses that even so).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, candidate))
             except OSError:

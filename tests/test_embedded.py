@@ -44,8 +44,9 @@ def test_redis_keeps_data_across_restart_and_stops(tmp_path: Path) -> None:
         assert not pid_exists(pid)
         assert not server.is_running() and server.url is None
 
-        url = server.start()
-        with redis.Redis.from_url(url) as client:
+        again = server.start()
+        assert again == url  # same port: clients and printed URLs stay valid across a restart
+        with redis.Redis.from_url(again) as client:
             assert client.get("survivor") == b"yes"
     finally:
         server.stop()
