@@ -240,56 +240,28 @@ class ReservationEngine:
                 [sku, location, mode, quantity, change_from, reason, reference]
             )
         try:
-            reply = await self._change_on_hand_script(
+            reply = await self._run(
+                "change_on_hand",
                 part,
-                sku,
-                location,
-                mode,
-                quantity,
-                change_from,
-                reason,
-                reference,
-                event,
-                fingerprint,
-                op_key,
+                [part.events, *part.sku_keys(sku), op_key],
+                [
+                    sku,
+                    location,
+                    mode,
+                    quantity,
+                    "" if change_from is None else change_from,
+                    reason,
+                    reference,
+                    event,
+                    fingerprint,
+                    self.settings.retention_seconds * 1000,
+                    self.settings.reclaim_batch,
+                ],
             )
         except IdempotencyConflict:
             raise IdempotencyConflict(idempotency_key=idempotency_key) from None
         self._sold_out.clear([sku])
         return level_of(location, reply)
-
-    async def _change_on_hand_script(
-        self,
-        part: Partition,
-        sku: str,
-        location: str,
-        mode: str,
-        quantity: int,
-        change_from: int | None,
-        reason: str,
-        reference: str,
-        event: str,
-        fingerprint: str,
-        op_key: str,
-    ) -> dict[str, Any]:
-        return await self._run(
-            "change_on_hand",
-            part,
-            [part.events, *part.sku_keys(sku), op_key],
-            [
-                sku,
-                location,
-                mode,
-                quantity,
-                "" if change_from is None else change_from,
-                reason,
-                reference,
-                event,
-                fingerprint,
-                self.settings.retention_seconds * 1000,
-                self.settings.reclaim_batch,
-            ],
-        )
 
     # ---- Reservations -------------------------------------------------------------------
 
