@@ -31,7 +31,7 @@ from hypothesis import settings as hypothesis_settings
 from engine.config import Settings
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
 from sync_worker import migrations
-from tests.test_worker_support import fast
+from tests.worker_support import fast
 
 hypothesis_settings.register_profile("repeatable", derandomize=True)
 hypothesis_settings.register_profile("explore", derandomize=False)

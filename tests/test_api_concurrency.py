@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.test_api_harness import STOREFRONT, Api, api_settings, live_server, running_api
+from tests.api_harness import STOREFRONT, Api, api_settings, live_server, running_api
 
 CART = {"customer_id": "c1", "lines": [{"sku": "s1", "quantity": 3}], "ttl_seconds": 600}
 

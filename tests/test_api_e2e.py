@@ -16,7 +16,7 @@ import redis.asyncio
 
 from sync_worker.migrations import upgrade
 from sync_worker.worker import SyncWorker
-from tests.test_api_harness import ADMIN, Api, api_settings, running_api
+from tests.api_harness import ADMIN, Api, api_settings, running_api
 
 
 @pytest.fixture

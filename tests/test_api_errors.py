@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.problems import ENGINE_STATUS
 from engine.errors import ERRORS_BY_CODE, UnknownSku
-from tests.test_api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
 
 
 @pytest.fixture

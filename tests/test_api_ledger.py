@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from sync_worker.migrations import upgrade
-from tests.test_api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
 
 INSERT = """
     INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,

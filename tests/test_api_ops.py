@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from api.routes import ops
-from tests.test_api_harness import STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import STOREFRONT, Api, api_settings, assert_problem, running_api
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.test_api_harness import (
+from tests.api_harness import (
     ADMIN,
     STOREFRONT,
     Api,

@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
 from sync_worker.migrations import upgrade
+from tests.api_harness import ADMIN, api_settings, live_server
 from tests.conftest import libpq_url, with_database
-from tests.test_api_harness import ADMIN, api_settings, live_server
 
 MAX_EXAMPLES = 12  # per operation: the whole module stays well under a minute
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from api.auth import KeyRing, ReservationTokens
-from tests.test_api_harness import (
+from tests.api_harness import (
     ADMIN,
     ADMIN_KEY,
     STOREFRONT,

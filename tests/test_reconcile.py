@@ -13,7 +13,7 @@ from engine.types import CartLine
 from flashsale.cli import app
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, reconcile
-from tests.test_worker_support import running_worker, seed, start_engine, wait_synced
+from tests.worker_support import running_worker, seed, start_engine, wait_synced
 
 
 async def check(cfg: Settings, deep: bool = False) -> ReconcileResult:

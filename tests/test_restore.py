@@ -18,7 +18,7 @@ from flashsale.cli import app
 from sync_worker.commands import run_reconcile
 from sync_worker.db import connect
 from sync_worker.restore import run_restore
-from tests.test_worker_support import (
+from tests.worker_support import (
     SKUS,
     Load,
     assert_consistent,

@@ -15,7 +15,7 @@ from engine.types import CartLine, FulfilLine
 from sync_worker.consumer import StreamConsumer
 from sync_worker.db import libpq_url
 from sync_worker.worker import SyncWorker
-from tests.test_worker_support import (
+from tests.worker_support import (
     Auditor,
     Load,
     assert_consistent,

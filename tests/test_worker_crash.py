@@ -17,7 +17,7 @@ from engine.config import Settings
 from engine.streams import CONSUMER_GROUP, partition_lag
 from flashsale.embedded import EmbeddedPostgres
 from sync_worker import migrations
-from tests.test_worker_support import (
+from tests.worker_support import (
     Auditor,
     Load,
     assert_consistent,
