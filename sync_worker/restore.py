@@ -18,7 +18,7 @@ from engine.config import Settings
 from engine.keys import partition_of
 from engine.restore import ReservationImage, RestoreError, RestoreReport, SkuImage, restore
 from engine.types import Allocation, ReservationLine
-from sync_worker.db import epoch_ms
+from sync_worker.db import connect, epoch_ms
 
 _SKUS = "SELECT sku, partition, config FROM skus WHERE config IS NOT NULL ORDER BY sku"
 _LEVELS = "SELECT sku, location, on_hand, reserved, committed FROM inventory_levels"
@@ -86,6 +86,15 @@ async def load_image(conn: AsyncConnection, settings: Settings) -> Image:
         await cur.execute(_DEAD)
         row = await cur.fetchone()
     return Image(skus, reservations, tops, int(row[0]) if row else 0)
+
+
+async def restore_urls(
+    settings: Settings, redis_url: str, database_url: str, *, force: bool = False
+) -> RestoreReport:
+    """run_restore() on connections of its own to the two servers; what it wrote and warnings."""
+    async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
+        report, _ = await run_restore(redis, conn, settings, force=force)
+    return report
 
 
 async def run_restore(

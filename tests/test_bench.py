@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from engine.config import Settings
 from flashsale.cli import app
+from flashsale.local_stack import served_api
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import DESIGNS, BenchConfig, run_bench
 
@@ -27,6 +28,7 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
         redis_url=redis_url,
         database_url=pg_database_url,
         settings=settings,
+        start_api=served_api,
     )
     report = await run_bench(cfg, lambda _: None)
 

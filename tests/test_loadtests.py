@@ -26,11 +26,11 @@ import redis
 from engine.config import load_settings
 from engine.keys import KeySchema
 from engine.scripts import lua_dir
+from flashsale.local_stack import LocalStack
 from loadtests.admin import Admin, SkuState
 from loadtests.checks import flash_sale
 from loadtests.runner import RunOptions, run
 from loadtests.scenarios import NAMES
-from loadtests.stack import LocalStack
 from tests.conftest import fresh_database
 
 SMALL = RunOptions(users=60, spawn_rate=30, run_time=10)
@@ -71,11 +71,15 @@ def test_scenario_full_size(stack: LocalStack, scenario: str, tmp_path: Path) ->
 
 
 def _level(on_hand: int, committed: int) -> dict[str, object]:
-    available = on_hand - committed
     return {
-        "location": "wh-1", "on_hand": on_hand, "available": available, "reserved": 0,
-        "committed": committed, "safety_stock": 0, "backorder_limit": 0,
-    }  # fmt: skip
+        "location": "wh-1",
+        "on_hand": on_hand,
+        "available": on_hand - committed,
+        "reserved": 0,
+        "committed": committed,
+        "safety_stock": 0,
+        "backorder_limit": 0,
+    }
 
 
 def test_verdict_fails_on_a_fabricated_oversell() -> None:
@@ -96,8 +100,8 @@ def test_verdict_fails_on_a_fabricated_oversell() -> None:
 def test_verdict_fails_on_a_real_stack_oversold_behind_the_engine(
     stack: LocalStack, tmp_path: Path
 ) -> None:
-    result = run("flash_sale", RunOptions(users=20, spawn_rate=20, run_time=4), stack=stack,
-                 reports=tmp_path)  # fmt: skip
+    small = RunOptions(users=20, spawn_rate=20, run_time=4)
+    result = run("flash_sale", small, stack=stack, reports=tmp_path)
     assert result.passed, result.summary
     sku = next(iter(_final(result.report_dir)))
     # The bug the suite exists for, simulated: one more unit sold than there is, with no event.

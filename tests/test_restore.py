@@ -15,8 +15,8 @@ from engine.errors import PurchaseLimitExceeded, ReservationExpired
 from engine.restore import RedisNotEmpty
 from engine.types import CartLine, FulfilLine, LocationConfig, Reservation, SkuConfig
 from flashsale.cli import app
-from sync_worker.commands import run_reconcile
 from sync_worker.db import connect
+from sync_worker.reconcile import reconcile_urls
 from sync_worker.restore import run_restore
 from tests.worker_support import (
     SKUS,
@@ -79,7 +79,8 @@ async def test_restore_after_redis_loss_resumes_the_sale(cfg: Settings) -> None:
                 await run_restore(client, conn, cfg, force=False)
     assert report.warnings == []
     assert report.skus == len(SKUS) + 2
-    assert await run_reconcile(cfg, cfg.redis_url, cfg.database_url, deep=True)
+    checked = await reconcile_urls(cfg.partitions, cfg.redis_url, cfg.database_url, deep=True)
+    assert checked.drifts == []
     engine = await start_engine(cfg)  # a fresh process: no cached script or location
     assert await picture(engine, ids) == before
 

@@ -1,4 +1,4 @@
-"""The bench's output: a rich table on the console, the same figures as JSON and Markdown."""
+"""The bench's figures as rows, notes, JSON and Markdown (the console table is the command's)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.table import Table
 
 from loadtests.bench.runner import BenchReport
 
@@ -77,17 +76,6 @@ def latency_lines(report: BenchReport) -> list[str]:
         f"({lt.reoffers} rounds, sold-out recheck {lt.recheck_ms} ms): p50 "
         f"{lt.reoffer_p50_ms:.1f} ms, max {lt.reoffer_max_ms:.1f} ms",
     ]
-
-
-def table(report: BenchReport) -> Table:
-    cfg = report.config
-    title = f"flashsale bench: {cfg['units']:,} units, {cfg['buyers']} buyers, {machine()}"
-    out = Table(title=title, caption=memory_line(report))
-    for column in COLUMNS:
-        out.add_column(column, justify="left" if column == "design" else "right")
-    for row in rows(report):
-        out.add_row(*row)
-    return out
 
 
 def notes(report: BenchReport) -> list[str]:

@@ -28,6 +28,8 @@ class BenchConfig:
     database_url: str
     settings: Settings
     api_workers: int = http_design.API_WORKERS
+    # How engine-http starts its API; the command line passes `flashsale serve` in child processes.
+    start_api: http_design.StartApi | None = None
 
 
 @dataclass
@@ -74,8 +76,16 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
     )
     note = ""
     if design == "engine-http":
+        if cfg.start_api is None:
+            raise ValueError("engine-http needs BenchConfig.start_api to start the API")
         selling, soldout, left, rss, note = await http_design.run(
-            cfg.settings, cfg.redis_url, cfg.database_url, workload, run_id, cfg.api_workers
+            cfg.settings,
+            cfg.redis_url,
+            cfg.database_url,
+            workload,
+            run_id,
+            cfg.start_api,
+            cfg.api_workers,
         )
     else:
         async with _attempt_factory(design, cfg, workload, run_id) as attempt:

@@ -1,10 +1,8 @@
-"""The worker's commands, registered by flashsale/cli.py:
+"""The sync worker's commands, registered by flashsale/cli.py:
 
     flashsale worker run [--consumer NAME] [--metrics-port N]    stream → Postgres, until SIGTERM
     flashsale worker status                                      lag per partition stream
     flashsale db upgrade | downgrade | current                   migrations
-    flashsale reconcile [--deep]                                 Redis vs Postgres, exit 1 on drift
-    flashsale restore [--force]                                  Redis rebuilt from Postgres
 
 Heavy imports stay inside the commands: `flashsale --help` imports this module.
 """
@@ -16,11 +14,14 @@ import logging
 import os
 import signal
 import socket
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flashsale.ui import EXIT_FAILURE, console, fail, settings_or_exit
+from flashsale.ui import EXIT_FAILURE, console, settings_or_exit
+
+if TYPE_CHECKING:
+    from engine.config import Settings
 
 worker_app = typer.Typer(
     help="The sync worker: every stream event into Postgres, exactly once.", no_args_is_help=True
@@ -28,7 +29,8 @@ worker_app = typer.Typer(
 db_app = typer.Typer(help="Postgres schema migrations (Alembic).", no_args_is_help=True)
 
 
-def _services() -> tuple[Any, str, str]:
+def services() -> tuple[Settings, str, str]:
+    """Settings and the Redis and Postgres URLs, the embedded servers started when unset."""
     from flashsale.embedded import ensure_services
 
     settings = settings_or_exit()
@@ -52,7 +54,7 @@ def worker_run(
     from sync_worker.worker import SyncWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings, redis_url, database_url = _services()
+    settings, redis_url, database_url = services()
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     metrics = WorkerMetrics()
     if metrics_port:
@@ -83,7 +85,7 @@ def worker_status() -> None:
     from engine.keys import KeySchema
     from engine.streams import partition_lag
 
-    settings, redis_url, _ = _services()
+    settings, redis_url, _ = services()
 
     async def lag() -> list[Any]:
         async with Redis.from_url(redis_url) as redis:
@@ -106,7 +108,7 @@ def db_upgrade(
     """Migrate the database to the newest schema (or to --revision)."""
     from sync_worker import migrations
 
-    _, _, database_url = _services()
+    _, _, database_url = services()
     migrations.upgrade(database_url, revision)
     console.print(f"database at revision {migrations.current(database_url)}")
 
@@ -119,7 +121,7 @@ def db_downgrade(
     """Migrate the database down: to 'base' DROPS every table, the ledger included."""
     from sync_worker import migrations
 
-    _, _, database_url = _services()
+    _, _, database_url = services()
     if not yes and not typer.confirm(f"Downgrade to {revision}, dropping what it drops?"):
         raise typer.Exit(EXIT_FAILURE)
     migrations.downgrade(database_url, revision)
@@ -131,38 +133,5 @@ def db_current() -> None:
     """Print the revision the database is at."""
     from sync_worker import migrations
 
-    _, _, database_url = _services()
+    _, _, database_url = services()
     console.print(migrations.current(database_url) or "base (empty)")
-
-
-def reconcile(
-    deep: Annotated[
-        bool, typer.Option("--deep", help="Also check the ledger's deltas sum to the levels.")
-    ] = False,
-) -> None:
-    """Compare every SKU and location in Redis with Postgres; exit 1 on any difference."""
-    from sync_worker.commands import run_reconcile
-
-    settings, redis_url, database_url = _services()
-    if not asyncio.run(run_reconcile(settings, redis_url, database_url, deep=deep)):
-        raise typer.Exit(EXIT_FAILURE)
-
-
-def restore(
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite a Redis that still holds flashsale data.")
-    ] = False,
-) -> None:
-    """Rebuild Redis (SKUs, levels, holds, orders) from Postgres after Redis lost its data."""
-    from engine.restore import RedisNotEmpty, RestoreError
-    from sync_worker.commands import run_restore_command
-
-    settings, redis_url, database_url = _services()
-    try:
-        ok = asyncio.run(run_restore_command(settings, redis_url, database_url, force=force))
-    except RedisNotEmpty as exc:
-        fail(f"{exc} (--force overwrites it)")
-    except RestoreError as exc:
-        fail(str(exc))
-    if not ok:
-        raise typer.Exit(EXIT_FAILURE)

@@ -1,6 +1,5 @@
-"""The engine's own commands, registered by flashsale/cli.py:
+"""`flashsale stock`, registered by flashsale/cli.py:
 
-    flashsale sweeper [--interval S] [--once]          reclaim expired holds lazy expiry missed
     flashsale stock show SKU                           quantities per location
     flashsale stock restock|adjust SKU LOCATION N      on_hand changes with a reason
     flashsale stock set SKU LOCATION N [--from M]      absolute on_hand (optimistic check)
@@ -11,7 +10,6 @@ Heavy imports stay inside the commands: `flashsale --help` imports this module.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +23,8 @@ if TYPE_CHECKING:
 stock_app = typer.Typer(help="Administer stock levels of a SKU.", no_args_is_help=True)
 
 
-def _with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
+def with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
+    """Run `work` on an engine over the configured Redis (the embedded one when unset)."""
     from engine.engine import ReservationEngine
     from engine.errors import EngineError
     from flashsale.embedded import ensure_services
@@ -48,40 +47,16 @@ def _with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
         fail(f"{exc.code}: {exc}")
 
 
-def sweeper(
-    interval: Annotated[
-        float | None, typer.Option(help="Seconds between sweeps (default: settings).")
-    ] = None,
-    once: Annotated[bool, typer.Option(help="Sweep once and exit.")] = False,
-) -> None:
-    """Reclaim every hold past its deadline, on every SKU, until SIGTERM/Ctrl-C."""
-
-    async def work(engine: ReservationEngine) -> None:
-        if once:
-            console.print(f"reclaimed {await engine.sweep()} expired hold(s)")
-            return
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        console.print("sweeper running; Ctrl-C to stop")
-        await engine.run_sweeper(stop, interval)
-
-    _with_engine(work)
-
-
 @stock_app.command("show")
 def show(sku: str) -> None:
     """Print a SKU's quantities per location and in total."""
     from rich.table import Table
 
-    snap = _with_engine(lambda engine: engine.inventory(sku))
+    snap = with_engine(lambda engine: engine.inventory(sku))
     table = Table("location", "on_hand", "available", "reserved", "committed", "safety_stock")
     for lvl in (*snap.locations, snap.total):
-        table.add_row(
-            lvl.location, *map(str, (lvl.on_hand, lvl.available, lvl.reserved, lvl.committed,
-                                     lvl.safety_stock)),
-        )  # fmt: skip
+        quantities = (lvl.on_hand, lvl.available, lvl.reserved, lvl.committed, lvl.safety_stock)
+        table.add_row(lvl.location, *map(str, quantities))
     console.print(table)
 
 
@@ -94,8 +69,9 @@ def restock(
     sku: str, location: str, quantity: int, reason: Reason = "restock", reference: Reference = ""
 ) -> None:
     """Add QUANTITY units to on_hand at LOCATION."""
-    lvl = _with_engine(lambda e: e.restock(sku, location, quantity, reason=reason,
-                                           reference=reference))  # fmt: skip
+    lvl = with_engine(
+        lambda e: e.restock(sku, location, quantity, reason=reason, reference=reference)
+    )
     console.print(f"{sku}@{location}: on_hand={lvl.on_hand} available={lvl.available}")
 
 
@@ -104,8 +80,7 @@ def adjust(
     sku: str, location: str, delta: int, reason: Reason = "correction", reference: Reference = ""
 ) -> None:
     """Change on_hand at LOCATION by DELTA (negative for damage, shrinkage, ...)."""
-    lvl = _with_engine(lambda e: e.adjust(sku, location, delta, reason=reason,
-                                          reference=reference))  # fmt: skip
+    lvl = with_engine(lambda e: e.adjust(sku, location, delta, reason=reason, reference=reference))
     console.print(f"{sku}@{location}: on_hand={lvl.on_hand} available={lvl.available}")
 
 
@@ -121,7 +96,14 @@ def set_on_hand(
     reference: Reference = "",
 ) -> None:
     """Set on_hand at LOCATION to ON_HAND."""
-    lvl = _with_engine(lambda e: e.set_on_hand(sku, location, on_hand, reason=reason,
-                                               reference=reference,
-                                               change_from_quantity=change_from))  # fmt: skip
+    lvl = with_engine(
+        lambda e: e.set_on_hand(
+            sku,
+            location,
+            on_hand,
+            reason=reason,
+            reference=reference,
+            change_from_quantity=change_from,
+        )
+    )
     console.print(f"{sku}@{location}: on_hand={lvl.on_hand} available={lvl.available}")

@@ -10,22 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib
-import importlib.util
-import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+
+import typer
 
 from engine.config import Settings
 from flashsale.embedded import Services, start_services
-from flashsale.procs import port_open
-from flashsale.ui import console
+from flashsale.procs import Progress, port_open
+from flashsale.ui import console, settings_or_exit
 
 # name shown → argv after `python -m flashsale`
 CHILDREN: dict[str, list[str]] = {
@@ -42,7 +40,12 @@ class _Stop(Exception):
     """SIGTERM, delivered like Ctrl-C so both unwind through the same cleanup."""
 
 
-def run_dev(settings: Settings, stubs: Mapping[str, int]) -> int:
+def dev() -> None:
+    """Run the whole stack locally: services, migrations, demo sale, API, worker, sweeper."""
+    raise typer.Exit(run_dev(settings_or_exit()))
+
+
+def run_dev(settings: Settings) -> int:
     """Run until Ctrl-C/SIGTERM (exit 0) or a child dies (exit 1)."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     # Explicit: a shell starting us in the background leaves SIGINT ignored, and Ctrl-C (or
@@ -56,12 +59,11 @@ def run_dev(settings: Settings, stubs: Mapping[str, int]) -> int:
             settings = settings.model_copy(
                 update={"redis_url": services.redis_url, "database_url": services.database_url}
             )
-            _maybe_call("sync_worker.migrations", "upgrade", settings.database_url, status.update)
-            _maybe_call("flashsale.demo", "seed", settings, status.update)
+            _prepare(settings, status.update)
         console.print(f"Redis     {services.redis_url}")
         console.print(f"Postgres  {services.database_url}")
-        children = _spawn_children(settings, stubs)
-        _announce_api(settings, children, stubs)
+        children = _spawn_children(settings)
+        _announce_api(settings, children["api"])
         console.print("[dim]Ctrl-C stops everything.[/dim]")
         return _supervise(children)
     except (KeyboardInterrupt, _Stop):
@@ -83,24 +85,17 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def _maybe_call(module: str, func: str, arg: object, progress: Callable[[str], None]) -> None:
-    """Call module.func(arg) once the issue that writes it has landed; until then skip it."""
-    if importlib.util.find_spec(module) is None:
-        console.print(f"[dim]{module} not there yet: skipping {func}[/dim]")
-        return
-    progress(f"{module}.{func}…")
-    result = getattr(importlib.import_module(module), func)(arg)
-    if inspect.isawaitable(result):
-        asyncio.run(_await(result))
+def _prepare(settings: Settings, progress: Progress) -> None:
+    from flashsale.demo import seed
+    from sync_worker.migrations import upgrade
+
+    progress("migrating the database…")
+    upgrade(str(settings.database_url))
+    progress("seeding the demo sale…")
+    asyncio.run(seed(settings))
 
 
-async def _await(awaitable: Any) -> None:
-    await awaitable
-
-
-def _spawn_children(
-    settings: Settings, stubs: Mapping[str, int]
-) -> dict[str, subprocess.Popen[bytes]]:
+def _spawn_children(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
     env = dict(os.environ)
     # Children must use the servers just started, never start their own.
     env.update(
@@ -114,11 +109,6 @@ def _spawn_children(
     children: dict[str, subprocess.Popen[bytes]] = {}
     group = 0  # 0: the first child leads a new group, the others join it
     for name, argv in CHILDREN.items():
-        if argv[0] in stubs:
-            console.print(
-                f"[dim]{name}: not implemented yet (issue {stubs[argv[0]]}), skipped[/dim]"
-            )
-            continue
         child = subprocess.Popen(
             [sys.executable, "-m", "flashsale", *argv],
             env=env,
@@ -137,15 +127,9 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _announce_api(
-    settings: Settings, children: Mapping[str, subprocess.Popen[bytes]], stubs: Mapping[str, int]
-) -> None:
+def _announce_api(settings: Settings, api: subprocess.Popen[bytes]) -> None:
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
     docs = f"http://{host}:{settings.api_port}/docs"
-    api = children.get("api")
-    if api is None:
-        console.print(f"API docs  {docs} (once `serve` lands, issue {stubs.get('serve', '?')})")
-        return
     deadline = time.monotonic() + API_READY_TIMEOUT_S
     while api.poll() is None and time.monotonic() < deadline:
         if port_open(host, settings.api_port):

@@ -1,11 +1,21 @@
-"""`flashsale bench`: cheap to import (`flashsale --help` imports it); the work is imported late."""
+"""`flashsale bench`: every design on one hot SKU, printed as a table and written as reports.
+
+Cheap to import (`flashsale --help` imports it); the work is imported late.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from flashsale.ui import console, fail, settings_or_exit
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from loadtests.bench.runner import BenchReport
 
 QUICK = {
     "units": 200,
@@ -59,13 +69,13 @@ def bench(
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
     ] = Path("loadtests/reports"),
 ) -> None:
-    """Benchmark every design on one hot SKU: sell-out, then a sold-out phase (issue 7)."""
+    """Benchmark every design on one hot SKU: sell-out, then a sold-out phase."""
     import asyncio
 
     from rich.console import Console
 
     from flashsale.embedded import start_services
-    from flashsale.ui import console, fail, settings_or_exit
+    from flashsale.local_stack import served_api
     from loadtests.bench import report as out
     from loadtests.bench.runner import DESIGNS, BenchConfig, run_bench
 
@@ -92,11 +102,12 @@ def bench(
             database_url=services.database_url,
             settings=settings,
             api_workers=api_workers,
+            start_api=served_api,
         )
         result = asyncio.run(run_bench(cfg, status.update))
     # Piped output has no terminal width: give the eleven columns room instead of truncating.
     wide = console if console.is_terminal else Console(width=160, highlight=False)
-    wide.print(out.table(result))
+    wide.print(table(result))
     for note in out.notes(result):
         console.print(f"[dim]{note}[/dim]")
     if services.started:
@@ -104,3 +115,18 @@ def bench(
         console.print("[dim]embedded servers keep running: `flashsale services down`[/dim]")
     json_path, md_path = out.write(result, reports_dir)
     console.print(f"reports: {json_path}  {md_path}")
+
+
+def table(report: BenchReport) -> Table:
+    from rich.table import Table
+
+    from loadtests.bench.report import COLUMNS, machine, memory_line, rows
+
+    cfg = report.config
+    title = f"flashsale bench: {cfg['units']:,} units, {cfg['buyers']} buyers, {machine()}"
+    out = Table(title=title, caption=memory_line(report))
+    for column in COLUMNS:
+        out.add_column(column, justify="left" if column == "design" else "right")
+    for row in rows(report):
+        out.add_row(*row)
+    return out

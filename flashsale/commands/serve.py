@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from flashsale.ui import console, settings_or_exit
+
 GRACEFUL_SHUTDOWN_S = 15  # requests in flight get this long after SIGTERM; then lifespan closes
 # Longer than a client's or load balancer's idle timeout (nginx: 75 s), so the server is never the
 # side that closes a kept-alive connection just as a request is sent on it (the client sees a
@@ -42,8 +44,6 @@ def serve(
 ) -> None:
     """Serve the HTTP API (docs at /docs). Starts the embedded servers when no URLs are set."""
     import uvicorn
-
-    from flashsale.ui import console, settings_or_exit
 
     settings = settings_or_exit()
     env: dict[str, str] = {}

@@ -1,0 +1,1 @@
+"""One module per `flashsale` subcommand (or group); flashsale/cli.py registers them."""
