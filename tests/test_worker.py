@@ -58,14 +58,16 @@ async def test_every_event_lands_once_and_postgres_matches_redis(cfg: Settings) 
     (ext,) = query(cfg, "SELECT extensions FROM reservations WHERE reservation_id = 'a2'")
     assert ext == (1,)
     lines = query(
-        cfg, "SELECT sku, quantity, fulfilled FROM reservation_lines WHERE reservation_id = 'a1' "
+        cfg,
+        "SELECT sku, quantity, fulfilled FROM reservation_lines WHERE reservation_id = 'a1' "
         "ORDER BY sku, line_no, alloc_no",
-    )  # fmt: skip
+    )
     assert lines == [("apple", 2, 1), ("banana", 1, 0)]
     fulfilments = query(
-        cfg, "SELECT fulfilments FROM reservations WHERE reservation_id = 'a1' "
+        cfg,
+        "SELECT fulfilments FROM reservations WHERE reservation_id = 'a1' "
         "AND fulfilments <> '{}'::jsonb",
-    )  # fmt: skip
+    )
     assert fulfilments == [({"ship-1": [["apple", 1, "north"]]},)]
     await engine.aclose()
 
@@ -156,12 +158,26 @@ async def test_a_row_postgres_refuses_alone_is_dead_lettered(cfg: Settings) -> N
     engine = await start_engine(cfg)
     await seed(engine)
     bad = {
-        "type": "restocked", "sku": "apple", "location": "north", "d_on_hand": "1",
-        "d_reserved": "0", "d_committed": "0", "on_hand": "-5", "reserved": "0",
-        "committed": "0", "available": "-5", "reservation_id": "", "order_id": "",
-        "customer_id": "", "reason": "restock", "reference": "", "backordered": "0",
-        "expires_at": "", "data": "", "ts": "1",
-    }  # fmt: skip
+        "type": "restocked",
+        "sku": "apple",
+        "location": "north",
+        "d_on_hand": "1",
+        "d_reserved": "0",
+        "d_committed": "0",
+        "on_hand": "-5",
+        "reserved": "0",
+        "committed": "0",
+        "available": "-5",
+        "reservation_id": "",
+        "order_id": "",
+        "customer_id": "",
+        "reason": "restock",
+        "reference": "",
+        "backordered": "0",
+        "expires_at": "",
+        "data": "",
+        "ts": "1",
+    }
     await engine.redis.xadd(engine.keys.for_sku("apple").events, bad)  # type: ignore[arg-type]
     async with running_worker(cfg):
         await wait_synced(engine.redis, engine.keys)
@@ -169,8 +185,9 @@ async def test_a_row_postgres_refuses_alone_is_dead_lettered(cfg: Settings) -> N
         await wait_synced(engine.redis, engine.keys)
     (error,) = query(cfg, "SELECT error FROM sync_dead_letters")
     assert "CheckViolation" in str(error[0])
-    (on_hand,) = query(cfg, "SELECT on_hand FROM inventory_levels WHERE sku='apple' AND "
-                            "location='north'")  # fmt: skip
+    (on_hand,) = query(
+        cfg, "SELECT on_hand FROM inventory_levels WHERE sku='apple' AND location='north'"
+    )
     assert on_hand == (205,)
     await engine.aclose()
 

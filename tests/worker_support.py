@@ -64,7 +64,7 @@ async def seed(engine: ReservationEngine, on_hand: int = 200) -> None:
                         safety_stock=2,
                         backorder_limit=3 if n == 0 else 0,
                     ),
-                ),  # fmt: skip
+                ),
                 low_stock_threshold=20,
                 max_extensions=3,
             ),
