@@ -365,8 +365,8 @@ class ReservationEngine:
         try:
             return decode(raw)
         except InsufficientStock as exc:
-            if exc.details.pop("so", 0):
-                self._sold_out.mark(exc.details["sku"])
+            if exc.sold_out:
+                self._sold_out.mark(exc.sku)
             raise
 
     async def _send_reserve_batch(

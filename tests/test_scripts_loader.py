@@ -1,4 +1,4 @@
-"""The Lua loader: each script carries the includes it declares, each once, none unknown or cyclic."""
+"""The Lua loader: a script carries the includes it declares, each once; unknown or cyclic fail."""
 
 from __future__ import annotations
 
