@@ -102,7 +102,7 @@ class InvalidQuantity(EngineError):
 @dataclass(eq=False)
 class TtlOutOfRange(EngineError):
     code = "ttl_out_of_range"
-    ttl_seconds: float
+    ttl_seconds: Any  # as the caller sent it: it may be no number at all
     min: float
     max: float
 
