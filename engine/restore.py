@@ -179,10 +179,14 @@ class _SkuPlan:
 
     def quantities(self) -> list[list[Any]]:
         return [
-            [loc, self.image.on_hand.get(loc, 0), self.reserved.get(loc, 0),
-             self.committed.get(loc, 0)]
+            [
+                loc,
+                self.image.on_hand.get(loc, 0),
+                self.reserved.get(loc, 0),
+                self.committed.get(loc, 0),
+            ]
             for loc in self.locations()
-        ]  # fmt: skip
+        ]
 
     def count(self, customer: str, units: int, holds: int) -> None:
         counters = self.customers.setdefault(customer, [0, 0])
@@ -255,15 +259,23 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
         if expire <= now_ms:
             return None
     lines = [
-        [ln.sku, ln.quantity, [[a.location, a.quantity, a.backordered, a.fulfilled]
-                               for a in ln.allocations]]
+        [
+            ln.sku,
+            ln.quantity,
+            [[a.location, a.quantity, a.backordered, a.fulfilled] for a in ln.allocations],
+        ]
         for ln in r.lines
-    ]  # fmt: skip
+    ]
     fields = {
-        "fp": r.fingerprint, "cust": r.customer_id, "st": r.status, "exp": str(r.expires_at_ms),
-        "ext": str(r.extensions), "ca": str(r.created_at_ms), "skus": "\n".join(r.skus),
+        "fp": r.fingerprint,
+        "cust": r.customer_id,
+        "st": r.status,
+        "exp": str(r.expires_at_ms),
+        "ext": str(r.extensions),
+        "ca": str(r.created_at_ms),
+        "skus": "\n".join(r.skus),
         "lines": _json(lines),
-    }  # fmt: skip
+    }
     if r.order_id:
         fields["ord"] = r.order_id
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})
