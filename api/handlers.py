@@ -63,8 +63,12 @@ def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
     async def redis_error(request: Request, exc: Exception) -> Response:
         # Redis down or failing over: the caller should retry, not treat it as a bug.
         log.warning("redis unavailable on %s: %s", request.url.path, exc)
-        return problem(503, "redis_unavailable", "the stock store is unavailable, retry shortly",
-                       headers={"Retry-After": "1"})  # fmt: skip
+        return problem(
+            503,
+            "redis_unavailable",
+            "the stock store is unavailable, retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -16,33 +16,36 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from engine import errors
 from engine.errors import EngineError
 from engine.types import ms_to_datetime
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-# Engine code -> HTTP status. Anything missing is a server fault (500).
-ENGINE_STATUS: dict[str, int] = {
-    "invalid_request": 422,
-    "invalid_quantity": 422,
-    "ttl_out_of_range": 422,
-    "unknown_sku": 404,
-    "unknown_location": 404,
-    "reservation_not_found": 404,
-    "insufficient_stock": 409,
-    "idempotency_conflict": 409,
-    "quantity_stale": 409,
-    "invalid_state": 409,
-    "extension_limit": 409,
-    "over_fulfil": 409,
-    "invariant_violation": 409,
-    "sale_not_started": 409,
-    "sale_ended": 409,
-    "reservation_expired": 410,
+# Refusal -> HTTP status. Anything missing is a server fault (500).
+STATUS_BY_ERROR: dict[type[EngineError], int] = {
+    errors.InvalidRequest: 422,
+    errors.InvalidQuantity: 422,
+    errors.TtlOutOfRange: 422,
+    errors.UnknownSku: 404,
+    errors.UnknownLocation: 404,
+    errors.ReservationNotFound: 404,
+    errors.InsufficientStock: 409,
+    errors.IdempotencyConflict: 409,
+    errors.QuantityStale: 409,
+    errors.InvalidState: 409,
+    errors.ExtensionLimit: 409,
+    errors.OverFulfil: 409,
+    errors.InvariantViolation: 409,
+    errors.SaleNotStarted: 409,
+    errors.SaleEnded: 409,
+    errors.ReservationExpired: 410,
     # Per-customer caps: the caller may succeed later, as with a rate limit.
-    "purchase_limit_exceeded": 429,
-    "too_many_holds": 429,
+    errors.PurchaseLimitExceeded: 429,
+    errors.TooManyHolds: 429,
 }
+# The same table by the code the problem documents carry.
+ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
 
 # Members RFC 9457 reserves; an engine detail of the same name is renamed rather than lost.
 _RESERVED = {"type", "title", "status", "detail", "code", "instance"}
@@ -129,59 +132,64 @@ def problem(
 
 
 def engine_problem(exc: EngineError) -> ProblemResponse:
-    status = ENGINE_STATUS.get(exc.code, 500)
-    details = dict(exc.details)
-    detail = details.pop("detail", None) or describe(exc.code, details) or str(exc)
+    status = STATUS_BY_ERROR.get(type(exc), 500)
+    details = exc.details
+    detail = details.pop("detail", None) or describe(exc) or str(exc)
     return problem(status, exc.code, str(detail), extra=details)
 
 
-def describe(code: str, d: dict[str, Any]) -> str | None:
+def describe(exc: EngineError) -> str | None:
     """A sentence for a person; the machine reads the members."""
-    at = f" at {d['location']}" if d.get("location") else ""
-    texts = {
-        "insufficient_stock": lambda: (
-            f"only {d.get('available')} of {d.get('sku')} available{at}, "
-            f"{d.get('requested')} requested"
-        ),
-        "purchase_limit_exceeded": lambda: (
-            f"purchase limit of {d.get('limit')} for {d.get('sku')} reached; "
-            f"{d.get('remaining')} more may be bought"
-        ),
-        "too_many_holds": lambda: f"at most {d.get('limit')} active holds on {d.get('sku')}",
-        "sale_not_started": lambda: (
-            f"the sale of {d.get('sku')} has not started: it opens at "
-            f"{_when(d.get('sale_starts_at'))}"
-        ),
-        "sale_ended": lambda: (
-            f"the sale of {d.get('sku')} has ended: it closed at {_when(d.get('sale_ends_at'))}"
-        ),
-        "unknown_sku": lambda: f"no SKU {d.get('sku')}",
-        "unknown_location": lambda: f"SKU {d.get('sku')} has no location {d.get('location')}",
-        "reservation_not_found": lambda: f"no reservation {d.get('reservation_id')}",
-        "reservation_expired": lambda: (
-            f"reservation {d.get('reservation_id')} expired at {_when(d.get('expired_at'))}"
-        ),
-        "invalid_state": lambda: (
-            f"reservation {d.get('reservation_id')} is {d.get('status')}, "
-            f"expected {d.get('expected')}"
-        ),
-        "extension_limit": lambda: (
-            f"reservation {d.get('reservation_id')} may be extended {d.get('limit')} times"
-        ),
-        "idempotency_conflict": lambda: "this idempotency key was used for a different request",
-        "over_fulfil": lambda: (
-            f"{d.get('requested')} of {d.get('sku')}{at} requested, "
-            f"{d.get('remaining')} left to fulfil"
-        ),
-        "quantity_stale": lambda: (
-            f"on_hand of {d.get('sku')}{at} is {d.get('current')}, "
-            f"not {d.get('expected')} (change_from_quantity)"
-        ),
-        "invalid_quantity": lambda: f"invalid quantity {d.get('quantity')} for {d.get('sku')}",
-        "ttl_out_of_range": lambda: "ttl_seconds is outside the allowed range",
-    }
-    text = texts.get(code)
-    return text() if text else None
+    match exc:
+        case errors.InsufficientStock():
+            return (
+                f"only {exc.available} of {exc.sku} available{_at(exc.location)}, "
+                f"{exc.requested} requested"
+            )
+        case errors.PurchaseLimitExceeded():
+            return (
+                f"purchase limit of {exc.limit} for {exc.sku} reached; "
+                f"{exc.remaining} more may be bought"
+            )
+        case errors.TooManyHolds():
+            return f"at most {exc.limit} active holds on {exc.sku}"
+        case errors.SaleNotStarted():
+            return f"the sale of {exc.sku} has not started: it opens at {_when(exc.sale_starts_at)}"
+        case errors.SaleEnded():
+            return f"the sale of {exc.sku} has ended: it closed at {_when(exc.sale_ends_at)}"
+        case errors.UnknownSku():
+            return f"no SKU {exc.sku}"
+        case errors.UnknownLocation():
+            return f"SKU {exc.sku} has no location {exc.location}"
+        case errors.ReservationNotFound():
+            return f"no reservation {exc.reservation_id}"
+        case errors.ReservationExpired():
+            return f"reservation {exc.reservation_id} expired at {_when(exc.expired_at)}"
+        case errors.InvalidState():
+            return f"reservation {exc.reservation_id} is {exc.status}, expected {exc.expected}"
+        case errors.ExtensionLimit():
+            return f"reservation {exc.reservation_id} may be extended {exc.limit} times"
+        case errors.IdempotencyConflict():
+            return "this idempotency key was used for a different request"
+        case errors.OverFulfil():
+            return (
+                f"{exc.requested} of {exc.sku}{_at(exc.location)} requested, "
+                f"{exc.remaining} left to fulfil"
+            )
+        case errors.QuantityStale():
+            return (
+                f"on_hand of {exc.sku}{_at(exc.location)} is {exc.current}, "
+                f"not {exc.expected} (change_from_quantity)"
+            )
+        case errors.InvalidQuantity():
+            return f"invalid quantity {exc.quantity} for {exc.sku}"
+        case errors.TtlOutOfRange():
+            return "ttl_seconds is outside the allowed range"
+    return None
+
+
+def _at(location: str | None) -> str:
+    return f" at {location}" if location else ""
 
 
 def _when(ms: Any) -> str:

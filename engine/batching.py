@@ -11,58 +11,9 @@ disruptor).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-import orjson
-
-from engine.config import Settings
-from engine.keys import Partition
-from engine.types import CartLine
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
-    reservation_id: str
-    customer_id: str
-    ttl_ms: int
-    fingerprint: str
-    lines: Sequence[CartLine]
-
-
-def reserve_call(
-    part: Partition, requests: Sequence[ReserveRequest], settings: Settings, clock_offset_ms: int
-) -> tuple[list[Any], list[Any]]:
-    """KEYS and ARGV of one `reserve.lua` call (the layout its header documents)."""
-    index: dict[str, int] = {}
-    for request in requests:
-        for line in request.lines:
-            index.setdefault(line.sku, len(index) + 1)
-    keys: list[Any] = [part.events]
-    for sku in index:
-        keys.extend(part.sku_keys(sku))
-    keys.extend(part.reservation(r.reservation_id) for r in requests)
-    args: list[Any] = [
-        clock_offset_ms,
-        settings.hold_ttl_min_seconds * 1000,
-        settings.hold_ttl_max_seconds * 1000,
-        settings.retention_seconds * 1000,
-        settings.reclaim_batch,
-        settings.max_quantity_per_line,
-        len(index),
-        *index,
-    ]
-    for r in requests:
-        args += [
-            r.reservation_id,
-            r.customer_id,
-            r.ttl_ms,
-            r.fingerprint,
-            orjson.dumps([[index[ln.sku], ln.quantity, ln.location or ""] for ln in r.lines]),
-        ]
-    return keys, args
-
+from engine.calls import ReserveRequest
 
 Send = Callable[[list[ReserveRequest]], Awaitable[list[bytes]]]
 

@@ -10,16 +10,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from engine import calls
+from engine import events as event
 from engine import validation as check
-from engine.batching import Batcher, ReserveRequest, reserve_call
+from engine.batching import Batcher
+from engine.calls import Call, OnHandChange, ReservationPart, ReserveRequest
 from engine.config import Settings, load_settings
 from engine.errors import (
+    ConfigurationError,
     EngineError,
     IdempotencyConflict,
     InsufficientStock,
@@ -52,9 +58,9 @@ class ReservationEngine:
         self.keys = KeySchema(self.settings.partitions)
         self.scripts = Scripts(redis, self.settings.lua_dir)
         self._clock_offset_ms = 0
-        # reservation id -> {partition: its SKUs}; a reservation's SKUs never change, and the
-        # scripts verify them, so a stale entry costs one retry, never a wrong answer.
-        self._located: OrderedDict[str, dict[int, tuple[str, ...]]] = OrderedDict()
+        # reservation id -> its parts, by partition number; a reservation's SKUs never change,
+        # and the scripts verify them, so a stale entry costs one retry, never a wrong answer.
+        self._located: OrderedDict[str, tuple[ReservationPart, ...]] = OrderedDict()
         self._batchers: dict[int, Batcher] = {}
         self._sold_out = SoldOutMarks(self.settings.sold_out_recheck_ms)
 
@@ -72,7 +78,7 @@ class ReservationEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> ReservationEngine:
         if settings.redis_url is None:
-            raise InvalidRequest("settings.redis_url is not set (start the services first)")
+            raise ConfigurationError("settings.redis_url is not set (start the services first)")
         # A blocking pool: past max_connections a request waits for a connection instead of
         # failing, so a burst of buyers queues rather than being refused.
         pool = BlockingConnectionPool.from_url(
@@ -90,9 +96,10 @@ class ReservationEngine:
     async def ready(self) -> bool:
         """Runs a real script (not PING): proves Redis answers and the scripts run."""
         try:
-            part = self.keys.partition(0)
-            probe = "readiness-probe"
-            await self._run("snapshot", part, [part.events, *part.sku_keys(probe)], [probe, 1])
+            probe = calls.snapshot_call(
+                self.keys.partition(0), "readiness-probe", self.settings, self.clock_offset_ms
+            )
+            await self._run("snapshot", probe)
         except UnknownSku:
             return True
         return True
@@ -130,28 +137,18 @@ class ReservationEngine:
             "sale_starts_at": _ms_or_none(config.sale_starts_at),
             "sale_ends_at": _ms_or_none(config.sale_ends_at),
         }
-        reply = await self._run(
-            "configure_sku",
-            part,
-            [part.events, part.skus, *part.sku_keys(sku)],
-            [
-                sku,
-                orjson.dumps(payload),
-                self.settings.reclaim_batch,
-                reason,
-                check.check_reference(reference),
-            ],
+        reference = check.check_reference(reference)
+        call = calls.configure_sku_call(
+            part, sku, payload, reason, reference, self.settings, self.clock_offset_ms
         )
+        reply = await self._run("configure_sku", call)
         self._sold_out.clear([sku])
         return bool(reply["created"])
 
     async def inventory(self, sku: str) -> SkuSnapshot:
         check.check_id("sku", sku)
-        part = self.keys.for_sku(sku)
-        reply = await self._run(
-            "snapshot", part, [part.events, *part.sku_keys(sku)], [sku, self.settings.reclaim_batch]
-        )
-        return snapshot_of(sku, reply)
+        call = calls.snapshot_call(self.keys.for_sku(sku), sku, self.settings, self.clock_offset_ms)
+        return snapshot_of(sku, await self._run("snapshot", call))
 
     async def sku_config(self, sku: str) -> SkuConfig | None:
         try:
@@ -171,7 +168,16 @@ class ReservationEngine:
     ) -> Level:
         check.check_quantity(sku, quantity, 10**12)
         return await self._change_on_hand(
-            sku, location, "delta", quantity, None, reason, reference, "restocked", idempotency_key
+            OnHandChange(
+                sku=sku,
+                location=location,
+                mode="delta",
+                quantity=quantity,
+                event=event.RESTOCKED,
+                reason=reason,
+                reference=reference,
+                idempotency_key=idempotency_key,
+            )
         )
 
     async def adjust(
@@ -187,7 +193,16 @@ class ReservationEngine:
         if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
             raise InvalidRequest("delta must be a non-zero integer", field="delta")
         return await self._change_on_hand(
-            sku, location, "delta", delta, None, reason, reference, "adjusted", idempotency_key
+            OnHandChange(
+                sku=sku,
+                location=location,
+                mode="delta",
+                quantity=delta,
+                event=event.ADJUSTED,
+                reason=reason,
+                reference=reference,
+                idempotency_key=idempotency_key,
+            )
         )
 
     async def set_on_hand(
@@ -203,65 +218,47 @@ class ReservationEngine:
         if isinstance(on_hand, bool) or not isinstance(on_hand, int) or on_hand < 0:
             raise InvalidRequest("on_hand must be an integer >= 0", field="on_hand")
         return await self._change_on_hand(
-            sku,
-            location,
-            "set",
-            on_hand,
-            change_from_quantity,
-            reason,
-            reference,
-            "on_hand_set",
-            None,
+            OnHandChange(
+                sku=sku,
+                location=location,
+                mode="set",
+                quantity=on_hand,
+                event=event.ON_HAND_SET,
+                reason=reason,
+                reference=reference,
+                change_from=change_from_quantity,
+            )
         )
 
-    async def _change_on_hand(
-        self,
-        sku: str,
-        location: str,
-        mode: str,
-        quantity: int,
-        change_from: int | None,
-        reason: str,
-        reference: str,
-        event: str,
-        idempotency_key: str | None,
-    ) -> Level:
-        check.check_id("sku", sku)
-        check.check_id("location", location)
-        check.check_reason(reason)
-        reference = check.check_reference(reference)
-        part = self.keys.for_sku(sku)
+    async def _change_on_hand(self, change: OnHandChange) -> Level:
+        check.check_id("sku", change.sku)
+        check.check_id("location", change.location)
+        check.check_reason(change.reason)
+        change = replace(change, reference=check.check_reference(change.reference))
         fingerprint = ""
-        op_key = part.operation("")
-        if idempotency_key is not None:
-            check.check_id("idempotency_key", idempotency_key)
-            op_key = part.operation(idempotency_key)
+        if change.idempotency_key is not None:
+            check.check_id("idempotency_key", change.idempotency_key)
             fingerprint = request_fingerprint(
-                [sku, location, mode, quantity, change_from, reason, reference]
-            )
-        try:
-            reply = await self._run(
-                "change_on_hand",
-                part,
-                [part.events, *part.sku_keys(sku), op_key],
                 [
-                    sku,
-                    location,
-                    mode,
-                    quantity,
-                    "" if change_from is None else change_from,
-                    reason,
-                    reference,
-                    event,
-                    fingerprint,
-                    self.settings.retention_seconds * 1000,
-                    self.settings.reclaim_batch,
-                ],
+                    change.sku,
+                    change.location,
+                    change.mode,
+                    change.quantity,
+                    change.change_from,
+                    change.reason,
+                    change.reference,
+                ]
             )
+        part = self.keys.for_sku(change.sku)
+        call = calls.change_on_hand_call(
+            part, change, fingerprint, self.settings, self.clock_offset_ms
+        )
+        try:
+            reply = await self._run("change_on_hand", call)
         except IdempotencyConflict:
-            raise IdempotencyConflict(idempotency_key=idempotency_key) from None
-        self._sold_out.clear([sku])
-        return level_of(location, reply)
+            raise IdempotencyConflict(idempotency_key=change.idempotency_key) from None
+        self._sold_out.clear([change.sku])
+        return level_of(change.location, reply)
 
     # ---- Reservations -------------------------------------------------------------------
 
@@ -283,27 +280,22 @@ class ReservationEngine:
         groups: dict[int, list[CartLine]] = {}
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
-        located = {number: _skus_of(group) for number, group in groups.items()}
-        replies: dict[int, dict[str, Any]] = {}
+        parts = tuple(ReservationPart(n, _skus_of(groups[n])) for n in sorted(groups))
+        request = ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, ())
+        replies: list[dict[str, Any]] = []
         try:
-            for number in sorted(groups):
-                replies[number] = await self._reserve_part(
-                    self.keys.partition(number),
-                    reservation_id,
-                    customer_id,
-                    groups[number],
-                    ttl,
-                    fingerprint,
-                )
+            for part in parts:
+                mine = replace(request, lines=groups[part.number])
+                replies.append(await self._reserve_part(self.keys.partition(part.number), mine))
         except BaseException:
             # A later partition refused: the holds taken so far go back, so nothing is left
             # behind. A replayed part belongs to an earlier identical request: not ours to undo.
-            for number, reply in replies.items():
+            for part, reply in zip(parts, replies, strict=False):
                 if reply.get("replayed") != 1:
-                    await self._res_op("release", reservation_id, {number: located[number]}, [])
+                    await self._release_part(reservation_id, part)
             raise
-        self._remember(reservation_id, located)
-        return reservation_of(reservation_id, [replies[n] for n in sorted(replies)])
+        self._remember(reservation_id, parts)
+        return reservation_of(reservation_id, replies)
 
     def local_refusal(
         self,
@@ -343,15 +335,7 @@ class ReservationEngine:
             return None
         return self._sold_out.refusal(lines)
 
-    async def _reserve_part(
-        self,
-        part: Partition,
-        reservation_id: str,
-        customer_id: str,
-        lines: list[CartLine],
-        ttl: int,
-        fingerprint: str,
-    ) -> dict[str, Any]:
+    async def _reserve_part(self, part: Partition, request: ReserveRequest) -> dict[str, Any]:
         batcher = self._batchers.get(part.number)
         if batcher is None:
             batcher = self._batchers[part.number] = Batcher(
@@ -359,20 +343,18 @@ class ReservationEngine:
                 self.settings.reserve_batch_max,
                 self.settings.reserve_batches_in_flight,
             )
-        raw = await batcher.submit(
-            ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, lines)
-        )
+        raw = await batcher.submit(request)
         try:
             return decode(raw)
         except InsufficientStock as exc:
-            if exc.details.pop("so", 0):
-                self._sold_out.mark(exc.details["sku"])
+            if exc.sold_out:
+                self._sold_out.mark(exc.sku)
             raise
 
     async def _send_reserve_batch(
         self, part: Partition, requests: list[ReserveRequest]
     ) -> list[bytes]:
-        keys, args = reserve_call(part, requests, self.settings, self.clock_offset_ms)
+        keys, args = calls.reserve_call(part, requests, self.settings, self.clock_offset_ms)
         raws: list[bytes] = await self.scripts["reserve"](keys=keys, args=args)
         return raws
 
@@ -381,9 +363,7 @@ class ReservationEngine:
         replies = await self._read_parts(reservation_id)
         if not replies:
             raise ReservationNotFound(reservation_id=reservation_id)
-        self._remember(
-            reservation_id, {n: tuple(r["skus"].split("\n")) for n, r in replies.items()}
-        )
+        self._remember(reservation_id, _parts_of(replies))
         now = max(int(r["now"]) for r in replies.values())
         return reservation_of(reservation_id, list(replies.values()), now)
 
@@ -392,30 +372,40 @@ class ReservationEngine:
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
-        s = self.settings
-        return await self._each_part(
-            "extend",
-            reservation_id,
-            [ttl * 1000, s.hold_ttl_min_seconds * 1000, s.hold_ttl_max_seconds * 1000],
-        )
+        replies = [
+            await self._on_part(
+                "extend",
+                reservation_id,
+                part,
+                lambda p: calls.extend_call(
+                    p, reservation_id, ttl, self.settings, self.clock_offset_ms
+                ),
+            )
+            for part in await self._locate(reservation_id)
+        ]
+        return reservation_of(reservation_id, replies)
 
     async def commit(self, reservation_id: str, order_id: str) -> Reservation:
         check.check_id("reservation_id", reservation_id)
         check.check_id("order_id", order_id)
-        located = await self._locate(reservation_id)
+        parts = await self._locate(reservation_id)
         replies: list[dict[str, Any]] = []
         try:
-            for number in sorted(located):
+            for part in parts:
                 replies.append(
-                    await self._res_op(
-                        "commit", reservation_id, {number: located[number]}, [order_id]
+                    await self._on_part(
+                        "commit",
+                        reservation_id,
+                        part,
+                        lambda p: calls.commit_call(
+                            p, reservation_id, order_id, self.settings, self.clock_offset_ms
+                        ),
                     )
                 )
         except EngineError:
-            if replies:  # a later partition expired first: the cart cannot be half bought
-                await self._res_op(
-                    "release", reservation_id, dict(list(located.items())[: len(replies)]), []
-                )
+            # A later partition expired first: the cart cannot be half bought.
+            for part in parts[: len(replies)]:
+                await self._release_part(reservation_id, part)
             raise
         return reservation_of(reservation_id, replies)
 
@@ -431,30 +421,32 @@ class ReservationEngine:
             check.check_fulfil_lines(lines)
         if fulfilment_id is not None:
             check.check_id("fulfilment_id", fulfilment_id)
-        located = await self._locate(reservation_id)
+        parts = await self._locate(reservation_id)
         replies = []
-        for number in sorted(located):
+        for part in parts:
             mine = None
             if lines is not None:
-                mine = [
-                    [ln.sku, ln.quantity, ln.location or ""]
-                    for ln in lines
-                    if self.keys.for_sku(ln.sku).number == number
-                ]
+                mine = [ln for ln in lines if self.keys.for_sku(ln.sku).number == part.number]
                 if not mine:
                     continue
-            wanted = "" if mine is None else orjson.dumps(mine)
             replies.append(
-                await self._res_op(
+                await self._on_part(
                     "fulfil",
                     reservation_id,
-                    {number: located[number]},
-                    [wanted, fulfilment_id or ""],
+                    part,
+                    partial(
+                        calls.fulfil_call,
+                        reservation_id=reservation_id,
+                        lines=mine,
+                        fulfilment_id=fulfilment_id,
+                        settings=self.settings,
+                        clock_offset_ms=self.clock_offset_ms,
+                    ),
                 )
             )
         if not replies:
             raise InvalidRequest("no fulfil line names a SKU of this reservation", field="lines")
-        if len(replies) == len(located):
+        if len(replies) == len(parts):
             return reservation_of(reservation_id, replies)
         return await self.get_reservation(reservation_id)  # parts this fulfilment did not touch
 
@@ -462,17 +454,19 @@ class ReservationEngine:
         """Gives the units back. Idempotent: an unknown or finished reservation is left as it is."""
         check.check_id("reservation_id", reservation_id)
         try:
-            return await self._each_part("release", reservation_id, [])
+            parts = await self._locate(reservation_id)
+            replies = [await self._release_part(reservation_id, part) for part in parts]
         except ReservationNotFound:
             return None
-
-    async def _each_part(self, script: str, reservation_id: str, extra: list[Any]) -> Reservation:
-        located = await self._locate(reservation_id)
-        replies = [
-            await self._res_op(script, reservation_id, {n: located[n]}, extra)
-            for n in sorted(located)
-        ]
         return reservation_of(reservation_id, replies)
+
+    async def _release_part(self, reservation_id: str, part: ReservationPart) -> dict[str, Any]:
+        return await self._on_part(
+            "release",
+            reservation_id,
+            part,
+            lambda p: calls.release_call(p, reservation_id, self.settings, self.clock_offset_ms),
+        )
 
     # ---- Expiry --------------------------------------------------------------------------
 
@@ -487,11 +481,10 @@ class ReservationEngine:
                 while pending:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for sku in pending:
-                            await self.scripts["expire"](
-                                keys=[part.events, *part.sku_keys(sku)],
-                                args=[self.clock_offset_ms, sku, self.settings.reclaim_batch],
-                                client=pipe,
+                            keys, args = calls.expire_call(
+                                part, sku, self.settings, self.clock_offset_ms
                             )
+                            await self.scripts["expire"](keys=keys, args=args, client=pipe)
                         raws = await pipe.execute()
                     replies = [decode(raw) for raw in raws]
                     self._sold_out.clear(
@@ -514,65 +507,52 @@ class ReservationEngine:
 
     # ---- Plumbing ------------------------------------------------------------------------
 
-    async def _run(
-        self, name: str, part: Partition, keys: list[Any], args: list[Any]
-    ) -> dict[str, Any]:
-        raw = await self.scripts[name](keys=keys, args=[self.clock_offset_ms, *args])
-        return decode(raw)
+    async def _run(self, name: str, call: Call) -> dict[str, Any]:
+        keys, args = call
+        return decode(await self.scripts[name](keys=keys, args=args))
 
-    async def _res_op(
-        self, name: str, reservation_id: str, located: dict[int, tuple[str, ...]], extra: list[Any]
+    async def _on_part(
+        self,
+        name: str,
+        reservation_id: str,
+        part: ReservationPart,
+        call: Callable[[ReservationPart], Call],
     ) -> dict[str, Any]:
         """Runs a script on one reservation part, re-reading its SKU list once if it was stale."""
-        ((number, skus),) = located.items()
         for attempt in range(2):
-            part = self.keys.partition(number)
-            keys = [part.events, part.reservation(reservation_id)]
-            for sku in skus:
-                keys.extend(part.sku_keys(sku))
-            args = [
-                reservation_id,
-                "\n".join(skus),
-                self.settings.retention_seconds * 1000,
-                self.settings.reclaim_batch,
-                *extra,
-            ]
             try:
-                reply = await self._run(name, part, keys, args)
+                reply = await self._run(name, call(part))
             except StaleKeys:
                 if attempt:  # the id was reused twice in a row under us: it is not the one asked
                     raise ReservationNotFound(reservation_id=reservation_id) from None
                 self._located.pop(reservation_id, None)
-                fresh = await self._read_parts(reservation_id)
-                if number not in fresh:
+                fresh = {p.number: p for p in _parts_of(await self._read_parts(reservation_id))}
+                if part.number not in fresh:
                     raise ReservationNotFound(reservation_id=reservation_id) from None
-                skus = tuple(fresh[number]["skus"].split("\n"))
+                part = fresh[part.number]
                 continue
             if name == "release":
-                self._sold_out.clear(skus)
+                self._sold_out.clear(part.skus)
             return reply
         raise AssertionError("unreachable")
 
-    async def _locate(self, reservation_id: str) -> dict[int, tuple[str, ...]]:
+    async def _locate(self, reservation_id: str) -> tuple[ReservationPart, ...]:
         cached = self._located.get(reservation_id)
         if cached is not None:
             return cached
         replies = await self._read_parts(reservation_id)
         if not replies:
             raise ReservationNotFound(reservation_id=reservation_id)
-        located = {n: tuple(r["skus"].split("\n")) for n, r in replies.items()}
-        self._remember(reservation_id, located)
-        return located
+        parts = _parts_of(replies)
+        self._remember(reservation_id, parts)
+        return parts
 
     async def _read_parts(self, reservation_id: str) -> dict[int, dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for part in self.keys.all():
-                await self.scripts["get_reservation"](
-                    keys=[part.reservation(reservation_id)],
-                    args=[self.clock_offset_ms, reservation_id],
-                    client=pipe,
-                )
+                keys, args = calls.get_reservation_call(part, reservation_id, self.clock_offset_ms)
+                await self.scripts["get_reservation"](keys=keys, args=args, client=pipe)
             raws = await pipe.execute()
         for part, raw in zip(self.keys.all(), raws, strict=True):
             try:
@@ -581,8 +561,8 @@ class ReservationEngine:
                 continue
         return found
 
-    def _remember(self, reservation_id: str, located: dict[int, tuple[str, ...]]) -> None:
-        self._located[reservation_id] = located
+    def _remember(self, reservation_id: str, parts: tuple[ReservationPart, ...]) -> None:
+        self._located[reservation_id] = parts
         self._located.move_to_end(reservation_id)
         if len(self._located) > _LOCATION_CACHE_SIZE:
             self._located.popitem(last=False)
@@ -590,6 +570,11 @@ class ReservationEngine:
 
 def _skus_of(lines: Sequence[CartLine]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(line.sku for line in lines))
+
+
+def _parts_of(replies: dict[int, dict[str, Any]]) -> tuple[ReservationPart, ...]:
+    """The parts get_reservation found, by partition number."""
+    return tuple(ReservationPart(n, tuple(replies[n]["skus"].split("\n"))) for n in sorted(replies))
 
 
 def request_fingerprint(value: object) -> str:

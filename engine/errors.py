@@ -3,8 +3,8 @@
     FlashsaleError
     ├── ConfigurationError            settings or servers unusable (one line, names the variable)
     └── EngineError                   a refusal from a script; `.code` is the script's error code
-        ├── InvalidRequest            invalid_request: malformed ids, reasons, fields
-        ├── InvalidQuantity           invalid_quantity (sku, quantity, max)
+        ├── InvalidRequest            invalid_request (detail, field): malformed ids, reasons, …
+        ├── InvalidQuantity           invalid_quantity (sku, quantity, max?, location?)
         ├── TtlOutOfRange             ttl_out_of_range (ttl_seconds, min, max)
         ├── UnknownSku                unknown_sku (sku)
         ├── UnknownLocation           unknown_location (sku, location)
@@ -17,17 +17,23 @@
         ├── ReservationExpired        reservation_expired (reservation_id, expired_at)
         ├── InvalidState              invalid_state (reservation_id, status, expected)
         ├── ExtensionLimit            extension_limit (reservation_id, limit)
-        ├── IdempotencyConflict       idempotency_conflict (reservation_id / key)
+        ├── IdempotencyConflict       idempotency_conflict (whichever was reused, see the class)
         ├── OverFulfil                over_fulfil (sku, location, requested, remaining)
         ├── QuantityStale             quantity_stale (sku, location, expected, current)
-        └── InvariantViolation        invariant_violation (sku, location, detail)
+        └── InvariantViolation        invariant_violation (sku, location, detail, on_hand?)
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
+Each refusal is a dataclass: its fields are the details the API lists as problem members (a
+field left None is not one of them).
 """
 
 from __future__ import annotations
 
+from dataclasses import Field, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
+
+# A field with this metadata travels on the exception but is no detail of the refusal.
+_NOT_A_DETAIL = {"detail": False}
 
 
 class FlashsaleError(Exception):
@@ -40,98 +46,187 @@ class ConfigurationError(FlashsaleError):
 
 class EngineError(FlashsaleError):
     code: ClassVar[str] = "engine_error"
+    _message: str | None = None
 
-    def __init__(self, message: str | None = None, **details: Any) -> None:
-        # The text is built only when someone reads it: a sold-out sale raises refusals by the
-        # hundred thousand per second, and formatting them showed as 20% of that path's profile.
+    def __init__(self, message: str | None = None) -> None:
         super().__init__()
-        self.details = details
         self._message = message
 
+    @property
+    def details(self) -> dict[str, Any]:
+        """The refusal's fields that are set, by name: what the API lists as members."""
+        values = ((name, getattr(self, name)) for name in _detail_names(type(self)))
+        return {name: value for name, value in values if value is not None}
+
     def __str__(self) -> str:
+        # The text is built only when someone reads it: a sold-out sale raises refusals by the
+        # hundred thousand per second, and formatting them showed as 20% of that path's profile.
         return self._message or self._describe()
 
     def _describe(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
-        return f"{self.code}: {fields}" if fields else self.code
-
-    def __getattr__(self, name: str) -> Any:
-        details = self.__dict__.get("details", {})
-        if name in details:
-            return details[name]
-        raise AttributeError(name)
+        text = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
+        return f"{self.code}: {text}" if text else self.code
 
 
+_DETAIL_NAMES: dict[type[EngineError], tuple[str, ...]] = {}
+
+
+def _detail_names(cls: type[EngineError]) -> tuple[str, ...]:
+    names = _DETAIL_NAMES.get(cls)
+    if names is None:
+        declared: tuple[Field[Any], ...] = fields(cls) if is_dataclass(cls) else ()
+        names = tuple(f.name for f in declared if f.metadata.get("detail", True))
+        _DETAIL_NAMES[cls] = names
+    return names
+
+
+@dataclass(eq=False)  # an exception compares and hashes by identity
 class InvalidRequest(EngineError):
     code = "invalid_request"
+    detail: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return self.detail or self._describe()
 
 
+@dataclass(eq=False)
 class InvalidQuantity(EngineError):
     code = "invalid_quantity"
+    sku: str
+    quantity: Any  # as the caller sent it: it may be no number at all
+    max: int | None = None
+    location: str | None = None
 
 
+@dataclass(eq=False)
 class TtlOutOfRange(EngineError):
     code = "ttl_out_of_range"
+    ttl_seconds: Any  # as the caller sent it: it may be no number at all
+    min: float
+    max: float
 
 
+@dataclass(eq=False)
 class UnknownSku(EngineError):
     code = "unknown_sku"
+    sku: str
 
 
+@dataclass(eq=False)
 class UnknownLocation(EngineError):
     code = "unknown_location"
+    sku: str
+    location: str
 
 
+@dataclass(eq=False)
 class InsufficientStock(EngineError):
     code = "insufficient_stock"
+    sku: str
+    location: str
+    requested: int
+    available: int
+    # reserve.lua's hint that the SKU has no unit and no backorder room left anywhere: the
+    # engine's sold-out marks read it; it is no detail of the refusal.
+    sold_out: bool = field(default=False, kw_only=True, metadata=_NOT_A_DETAIL)
 
 
+@dataclass(eq=False)
 class PurchaseLimitExceeded(EngineError):
     code = "purchase_limit_exceeded"
+    sku: str
+    limit: int
+    remaining: int
 
 
+@dataclass(eq=False)
 class TooManyHolds(EngineError):
     code = "too_many_holds"
+    sku: str
+    limit: int
 
 
+@dataclass(eq=False)
 class SaleNotStarted(EngineError):
     code = "sale_not_started"
+    sku: str
+    sale_starts_at: int  # ms since the epoch
 
 
+@dataclass(eq=False)
 class SaleEnded(EngineError):
     code = "sale_ended"
+    sku: str
+    sale_ends_at: int  # ms since the epoch
 
 
+@dataclass(eq=False)
 class ReservationNotFound(EngineError):
     code = "reservation_not_found"
+    reservation_id: str
 
 
+@dataclass(eq=False)
 class ReservationExpired(EngineError):
     code = "reservation_expired"
+    reservation_id: str
+    expired_at: int  # ms since the epoch
 
 
+@dataclass(eq=False)
 class InvalidState(EngineError):
     code = "invalid_state"
+    reservation_id: str
+    status: str
+    expected: str
 
 
+@dataclass(eq=False)
 class ExtensionLimit(EngineError):
     code = "extension_limit"
+    reservation_id: str
+    limit: int
 
 
+@dataclass(eq=False)
 class IdempotencyConflict(EngineError):
+    """One of the fields names what was reused: a reservation (with the order it has), a
+    fulfilment id, or a stock operation's idempotency key."""
+
     code = "idempotency_conflict"
+    reservation_id: str | None = None
+    order_id: str | None = None
+    fulfilment_id: str | None = None
+    idempotency_key: str | None = None
+    key: str | None = None  # the Redis key of a stock operation's record, as the script sends it
 
 
+@dataclass(eq=False)
 class OverFulfil(EngineError):
     code = "over_fulfil"
+    sku: str
+    location: str
+    requested: int
+    remaining: int
 
 
+@dataclass(eq=False)
 class QuantityStale(EngineError):
     code = "quantity_stale"
+    sku: str
+    location: str
+    expected: int
+    current: int
 
 
+@dataclass(eq=False)
 class InvariantViolation(EngineError):
     code = "invariant_violation"
+    sku: str
+    location: str
+    detail: str
+    on_hand: int | None = None
 
 
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
@@ -160,7 +255,11 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
 
 
 def error_from_reply(code: str, details: dict[str, Any]) -> EngineError:
+    """The typed error of a script's `{err = code, ...details}` (without `err`)."""
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        return EngineError(f"unexpected script error {code!r}", **details)
+        return EngineError(f"unexpected script error {code!r}: {details!r}")
+    if cls is InsufficientStock:
+        sold_out = details.pop("so", 0) == 1
+        return InsufficientStock(**details, sold_out=sold_out)
     return cls(**details)

@@ -23,10 +23,26 @@ from __future__ import annotations
 from typing import Final
 
 FIELDS: Final = (
-    "type", "sku", "location", "d_on_hand", "d_reserved", "d_committed", "on_hand", "reserved",
-    "committed", "available", "reservation_id", "order_id", "customer_id", "reason", "reference",
-    "backordered", "expires_at", "data", "ts",
-)  # fmt: skip
+    "type",
+    "sku",
+    "location",
+    "d_on_hand",
+    "d_reserved",
+    "d_committed",
+    "on_hand",
+    "reserved",
+    "committed",
+    "available",
+    "reservation_id",
+    "order_id",
+    "customer_id",
+    "reason",
+    "reference",
+    "backordered",
+    "expires_at",
+    "data",
+    "ts",
+)
 
 # Line events (change quantities of one SKU-location):
 RESERVED: Final = "reserved"  # +reserved
@@ -45,6 +61,17 @@ OUT_OF_STOCK: Final = "out_of_stock"
 BACK_IN_STOCK: Final = "back_in_stock"
 
 EVENT_TYPES: Final = (
-    RESERVED, EXTENDED, COMMITTED, FULFILLED, RELEASED, EXPIRED, RESTOCKED, ADJUSTED, ON_HAND_SET,
-    SKU_CONFIGURED, LOW_STOCK, OUT_OF_STOCK, BACK_IN_STOCK,
-)  # fmt: skip
+    RESERVED,
+    EXTENDED,
+    COMMITTED,
+    FULFILLED,
+    RELEASED,
+    EXPIRED,
+    RESTOCKED,
+    ADJUSTED,
+    ON_HAND_SET,
+    SKU_CONFIGURED,
+    LOW_STOCK,
+    OUT_OF_STOCK,
+    BACK_IN_STOCK,
+)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-RETENTION_MS_DEFAULT = 86_400_000  # 1 day in ms: finished reservations stay readable this long
-
 
 def partition_of(sku: str, partitions: int) -> int:
     return zlib.crc32(sku.encode()) % partitions

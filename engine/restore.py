@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from engine.calls import restore_sku_call
 from engine.config import Settings
 from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
@@ -90,13 +91,13 @@ def request_fingerprint(
 
 
 def hold_member(reservation_id: str, customer_id: str, allocations: list[list[Any]]) -> str:
-    """`<rid>|<customer>|<loc>=<qty>;...`, exactly as includes/sku_state.lua hold_member."""
+    """`<rid>|<customer>|<loc>=<qty>;...`, exactly as includes/holds.lua hold_member."""
     body = ";".join(f"{loc}={qty}" for loc, qty in allocations)
     return f"{reservation_id}|{customer_id}|{body}"
 
 
 def allocations_by_sku(lines: Sequence[ReservationLine]) -> dict[str, list[list[Any]]]:
-    """Per SKU, [[location, quantity], ...] in first-seen order (includes/reservation.lua)."""
+    """Per SKU, [[location, quantity], ...] in first-seen order (includes/holds.lua)."""
     by_sku: dict[str, list[list[Any]]] = {}
     for line in lines:
         agg = by_sku.setdefault(line.sku, [])
@@ -144,12 +145,17 @@ async def restore(
         for n in range(calls):
             chunk = slice(n * CHUNK, (n + 1) * CHUNK)
             hashes = p.hashes[chunk]
-            keys = [part.skus, *part.sku_keys(p.sku), *(part.reservation(r) for r, _ in hashes)]
-            args = [
-                p.sku, "append" if n else "replace", "" if n else _json(p.config),
-                "" if n else _json(p.quantities()), _json(p.holds[chunk]),
-                _json(customers[chunk]), _json([h for _, h in hashes]),
-            ]  # fmt: skip
+            keys, args = restore_sku_call(
+                part,
+                p.sku,
+                mode="append" if n else "replace",
+                config_json="" if n else _json(p.config),
+                quantities_json="" if n else _json(p.quantities()),
+                holds_json=_json(p.holds[chunk]),
+                customers_json=_json(customers[chunk]),
+                reservation_ids=[rid for rid, _ in hashes],
+                reservations_json=_json([h for _, h in hashes]),
+            )
             decode(await script(keys=keys, args=args))
         report.skus += 1
     for part in schema.all():
@@ -173,10 +179,14 @@ class _SkuPlan:
 
     def quantities(self) -> list[list[Any]]:
         return [
-            [loc, self.image.on_hand.get(loc, 0), self.reserved.get(loc, 0),
-             self.committed.get(loc, 0)]
+            [
+                loc,
+                self.image.on_hand.get(loc, 0),
+                self.reserved.get(loc, 0),
+                self.committed.get(loc, 0),
+            ]
             for loc in self.locations()
-        ]  # fmt: skip
+        ]
 
     def count(self, customer: str, units: int, holds: int) -> None:
         counters = self.customers.setdefault(customer, [0, 0])
@@ -249,15 +259,23 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
         if expire <= now_ms:
             return None
     lines = [
-        [ln.sku, ln.quantity, [[a.location, a.quantity, a.backordered, a.fulfilled]
-                               for a in ln.allocations]]
+        [
+            ln.sku,
+            ln.quantity,
+            [[a.location, a.quantity, a.backordered, a.fulfilled] for a in ln.allocations],
+        ]
         for ln in r.lines
-    ]  # fmt: skip
+    ]
     fields = {
-        "fp": r.fingerprint, "cust": r.customer_id, "st": r.status, "exp": str(r.expires_at_ms),
-        "ext": str(r.extensions), "ca": str(r.created_at_ms), "skus": "\n".join(r.skus),
+        "fp": r.fingerprint,
+        "cust": r.customer_id,
+        "st": r.status,
+        "exp": str(r.expires_at_ms),
+        "ext": str(r.extensions),
+        "ca": str(r.created_at_ms),
+        "skus": "\n".join(r.skus),
         "lines": _json(lines),
-    }  # fmt: skip
+    }
     if r.order_id:
         fields["ord"] = r.order_id
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})

@@ -1,3 +1,8 @@
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 -- change_on_hand.lua: restock, adjust or set on_hand at one location, with a reason.
 --
 -- One script for the three on_hand operations of DESIGN §3: they differ only in how the new

@@ -1,3 +1,10 @@
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 -- commit.lua: held -> committed (an order was placed for the cart).
 --
 -- Commit racing expiry resolves once: the deadline is compared with Redis TIME in the same script

@@ -1,3 +1,9 @@
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "events"
+--- @include "sku_state"
+--- @include "holds"
 -- configure_sku.lua: create or replace a SKU's configuration and its locations.
 --
 -- Locations keep their quantities; a location given an on_hand gets it (an on_hand_set event).

@@ -1,3 +1,7 @@
+--- @include "clock"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 -- expire.lua: reclaim one SKU's holds past their deadline (the sweeper's step). Bounded work.
 --
 -- KEYS[1]  partition event stream

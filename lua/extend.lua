@@ -1,3 +1,10 @@
+--- @include "fail"
+--- @include "numbers"
+--- @include "events"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 -- extend.lua: give an active hold a new deadline (now + ttl).
 --
 -- The cap on extensions is the smallest max_extensions among the reservation's SKUs.

@@ -1,3 +1,10 @@
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 -- fulfil.lua: committed units ship: `committed` and `on_hand` go down together.
 --
 -- Whole (no lines) or per line, partial allowed, never more than committed. A fulfilment id makes

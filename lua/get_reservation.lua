@@ -1,3 +1,6 @@
+--- @include "clock"
+--- @include "fail"
+--- @include "reservation"
 -- get_reservation.lua: read one reservation's part in a partition, with Redis time, so the engine
 -- reports a held reservation past its deadline as expired. Read only.
 --

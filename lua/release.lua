@@ -1,3 +1,9 @@
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 -- release.lua: give a hold or a committed order's unshipped units back. Idempotent.
 --
 -- A held reservation's units leave `reserved`; a committed one's unfulfilled units leave

@@ -1,3 +1,10 @@
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
 -- reserve.lua: a batch of reserve requests on one partition, applied one after another in the
 -- order given; each request holds every line of its cart in this partition, or none, and gets its
 -- own answer. The engine coalesces concurrent reserve calls into one batch (natural batching); a

@@ -1,3 +1,7 @@
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
 -- restore_sku.lua: write one SKU's state, rebuilt from Postgres, into a Redis that lost its data.
 --
 -- Emits NO events, unlike every other writing script: what it writes is already in the ledger

@@ -1,3 +1,8 @@
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 -- snapshot.lua: one SKU's configuration and quantities, with due holds reclaimed first so the
 -- answer never counts an expired hold (reclaim is bounded; the sweeper takes any rest).
 --

@@ -14,7 +14,8 @@ import pytest
 
 from engine import CartLine, ReservationEngine
 from engine import errors as e
-from engine.batching import Batcher, ReserveRequest
+from engine.batching import Batcher
+from engine.calls import ReserveRequest
 from tests.engine_support import check_invariants, make_engine, sku
 
 

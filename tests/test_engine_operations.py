@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine import CartLine, FulfilLine, ReservationEngine
+from engine import CartLine, FulfilLine, ReservationEngine, Settings
 from engine import errors as e
 from tests.engine_support import check_invariants, make_engine, sku
 
@@ -280,3 +280,32 @@ async def test_cross_partition_cart_failure_leaves_no_hold(redis_client: object,
         await check_invariants(engine, names)
     finally:
         await engine.aclose()
+
+
+async def test_a_commit_refused_by_its_last_partition_gives_back_every_earlier_part(
+    redis_client: object, redis_url: str
+):
+    engine = await make_engine(redis_url, partitions=8)
+    try:
+        names = [f"s{i}" for i in range(12)]
+        for n in names:
+            await engine.configure_sku(n, sku(1))
+        await engine.reserve("cart", "c1", [CartLine(n, 1) for n in names])
+        numbers = sorted({engine.keys.for_sku(n).number for n in names})
+        assert len(numbers) > 2
+        # The last part vanishes (as if its hold expired past retention) after two or more parts
+        # before it committed: those must be released, not left committed.
+        await engine.redis.delete(engine.keys.partition(numbers[-1]).reservation("cart"))
+        with pytest.raises(e.ReservationNotFound):
+            await engine.commit("cart", "o1")
+        for n in names:
+            if engine.keys.for_sku(n).number != numbers[-1]:  # its hold expires on its own
+                total = (await engine.inventory(n)).total
+                assert (total.reserved, total.committed) == (0, 0), n
+    finally:
+        await engine.aclose()
+
+
+def test_from_settings_without_a_redis_url_is_a_configuration_error() -> None:
+    with pytest.raises(e.ConfigurationError, match="redis_url is not set"):
+        ReservationEngine.from_settings(Settings(redis_url=None, database_url=None))

@@ -48,10 +48,8 @@ class Model:
         return "expired" if r.status == "held" and r.deadline <= self.now else r.status
 
     def reserved(self, key: tuple[str, str]) -> int:
-        return sum(
-            q for rid, r in self.res.items() if self.status(rid) == "held"
-            for s, loc, q in r.allocs if (s, loc) == key
-        )  # fmt: skip
+        held = (r for rid, r in self.res.items() if self.status(rid) == "held")
+        return sum(q for r in held for s, loc, q in r.allocs if (s, loc) == key)
 
     def available(self, key: tuple[str, str]) -> int:
         return self.on_hand[key] - self.reserved(key) - self.committed[key]
@@ -63,11 +61,8 @@ class Model:
         )
 
     def units(self, customer: str, s: str) -> int:
-        return sum(
-            q for rid, r in self.res.items()
-            if r.customer == customer and self.status(rid) in ("held", "committed")
-            for sk, _, q in r.allocs if sk == s
-        )  # fmt: skip
+        active = (r for rid, r in self.res.items() if self.status(rid) in ("held", "committed"))
+        return sum(q for r in active if r.customer == customer for sk, _, q in r.allocs if sk == s)
 
     def reserve(self, customer: str, lines: list[tuple[str, int]]) -> Any:
         for s in dict.fromkeys(sk for sk, _ in lines):
@@ -142,7 +137,7 @@ class EngineMachine(RuleBasedStateMachine):
         customer=st.sampled_from(["c0", "c1", "c2"]),
         lines=st.lists(
             st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 3)), min_size=1, max_size=2
-        ),  # fmt: skip
+        ),
         ttl=st.sampled_from([100, 200]),
     )
     def reserve(self, customer: str, lines: list[tuple[str, int]], ttl: int) -> None:

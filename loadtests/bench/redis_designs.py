@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from engine.batching import ReserveRequest, reserve_call
+from engine.calls import ReserveRequest, reserve_call
 from engine.config import Settings
 from engine.engine import ReservationEngine
 from engine.errors import EngineError, InsufficientStock

@@ -1,4 +1,5 @@
--- includes/sku_state.lua: one SKU's quantities, expiry reclaim and threshold events.
+--- @include "events"
+-- includes/sku_state.lua: one SKU's quantities and threshold events.
 -- A SKU's state `s` is {sku, key, holds, cust, cfg, q = {loc = {oh, rs, cm, ss, bl, inc}}, lvl}.
 
 local function load_sku(sku, sku_key, holds_key, cust_key)
@@ -77,51 +78,4 @@ local function check_threshold(s, stream, ts)
   end
   s.lvl = new
   redis.call('HSET', s.key, 'lvl', new)
-end
-
--- A hold member is "<reservation_id>|<customer_id>|<loc>=<qty>;<loc>=<qty>": reclaiming it needs
--- nothing but the SKU's own keys.
-local function hold_member(reservation_id, customer, allocs)
-  local parts = {}
-  for i, a in ipairs(allocs) do
-    parts[i] = a[1] .. '=' .. fmt(a[2])
-  end
-  return reservation_id .. '|' .. customer .. '|' .. table.concat(parts, ';')
-end
-
-local function parse_member(member)
-  local rid, customer, rest = string.match(member, '^([^|]*)|([^|]*)|(.*)$')
-  local allocs = {}
-  for loc, qty in string.gmatch(rest, '([^=;]+)=(%d+)') do
-    allocs[#allocs + 1] = { loc, tonumber(qty) }
-  end
-  return rid, customer, allocs
-end
-
--- Releases one hold's units on this SKU; `kind` is the event type (expired / released).
-local function drop_hold(s, stream, ts, member, kind)
-  local rid, customer, allocs = parse_member(member)
-  local units = 0
-  for _, a in ipairs(allocs) do
-    if s.q[a[1]] ~= nil then
-      change(s, stream, ts, a[1], 0, -a[2], 0,
-        { type = kind, reservation_id = rid, customer_id = customer })
-    end
-    units = units + a[2]
-  end
-  customer_add(s.cust, customer, -units, -1)
-end
-
--- Lazy expiry: every script that touches a SKU first reclaims its due holds, at most `limit`.
-local function reclaim(s, stream, ts, now, limit)
-  local due = redis.call('ZRANGEBYSCORE', s.holds, '-inf', now, 'LIMIT', 0, limit)
-  if #due == 0 then
-    return 0
-  end
-  for _, member in ipairs(due) do
-    drop_hold(s, stream, ts, member, 'expired')
-  end
-  redis.call('ZREM', s.holds, unpack(due))
-  check_threshold(s, stream, ts)
-  return #due
 end

@@ -1,0 +1,217 @@
+"""The KEYS and ARGV of every Lua script, one builder per script, in the order its header lists.
+
+A script's header is the contract; its builder here is the one place the Python side spells it
+out, so a change to one shows next to the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from engine.config import Settings
+from engine.keys import Partition
+from engine.types import CartLine, FulfilLine
+
+Call = tuple[list[Any], list[Any]]  # KEYS, ARGV
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationPart:
+    """The SKUs a reservation holds in one partition (a cart spanning partitions has several)."""
+
+    number: int  # the partition
+    skus: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    reservation_id: str
+    customer_id: str
+    ttl_ms: int
+    fingerprint: str
+    lines: Sequence[CartLine]
+
+
+@dataclass(frozen=True, slots=True)
+class OnHandChange:
+    """One restock, adjustment or correction of on_hand at a location."""
+
+    sku: str
+    location: str
+    mode: Literal["delta", "set"]  # quantity is a delta, or the new on_hand
+    quantity: int
+    event: str  # the event type it appends: events.RESTOCKED, ADJUSTED or ON_HAND_SET
+    reason: str
+    reference: str = ""
+    change_from: int | None = None  # mode "set": refused unless on_hand is this now
+    idempotency_key: str | None = None
+
+
+def configure_sku_call(
+    part: Partition,
+    sku: str,
+    config: dict[str, Any],
+    reason: str,
+    reference: str,
+    settings: Settings,
+    clock_offset_ms: int,
+) -> Call:
+    keys = [part.events, part.skus, *part.sku_keys(sku)]
+    args = [clock_offset_ms, sku, orjson.dumps(config), settings.reclaim_batch, reason, reference]
+    return keys, args
+
+
+def reserve_call(
+    part: Partition, requests: Sequence[ReserveRequest], settings: Settings, clock_offset_ms: int
+) -> Call:
+    index: dict[str, int] = {}
+    for request in requests:
+        for line in request.lines:
+            index.setdefault(line.sku, len(index) + 1)
+    keys: list[Any] = [part.events]
+    for sku in index:
+        keys.extend(part.sku_keys(sku))
+    keys.extend(part.reservation(r.reservation_id) for r in requests)
+    args: list[Any] = [
+        clock_offset_ms,
+        settings.hold_ttl_min_seconds * 1000,
+        settings.hold_ttl_max_seconds * 1000,
+        settings.retention_seconds * 1000,
+        settings.reclaim_batch,
+        settings.max_quantity_per_line,
+        len(index),
+        *index,
+    ]
+    for r in requests:
+        args += [
+            r.reservation_id,
+            r.customer_id,
+            r.ttl_ms,
+            r.fingerprint,
+            orjson.dumps([[index[ln.sku], ln.quantity, ln.location or ""] for ln in r.lines]),
+        ]
+    return keys, args
+
+
+def _reservation_call(
+    part: ReservationPart,
+    reservation_id: str,
+    settings: Settings,
+    clock_offset_ms: int,
+    extra: Sequence[Any],
+) -> Call:
+    """The layout commit, extend, fulfil and release share; `extra` is ARGV[6] onwards."""
+    partition = Partition(part.number)
+    keys = [partition.events, partition.reservation(reservation_id)]
+    for sku in part.skus:
+        keys.extend(partition.sku_keys(sku))
+    args = [
+        clock_offset_ms,
+        reservation_id,
+        "\n".join(part.skus),
+        settings.retention_seconds * 1000,
+        settings.reclaim_batch,
+        *extra,
+    ]
+    return keys, args
+
+
+def extend_call(
+    part: ReservationPart,
+    reservation_id: str,
+    ttl_seconds: int,
+    settings: Settings,
+    clock_offset_ms: int,
+) -> Call:
+    bounds = [settings.hold_ttl_min_seconds * 1000, settings.hold_ttl_max_seconds * 1000]
+    extra = [ttl_seconds * 1000, *bounds]
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
+
+
+def commit_call(
+    part: ReservationPart,
+    reservation_id: str,
+    order_id: str,
+    settings: Settings,
+    clock_offset_ms: int,
+) -> Call:
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, [order_id])
+
+
+def fulfil_call(
+    part: ReservationPart,
+    reservation_id: str,
+    lines: Sequence[FulfilLine] | None,
+    fulfilment_id: str | None,
+    settings: Settings,
+    clock_offset_ms: int,
+) -> Call:
+    """`lines` None ships all that is open; otherwise only the lines of this part's SKUs."""
+    wanted = [[ln.sku, ln.quantity, ln.location or ""] for ln in lines or ()]
+    extra = ["" if lines is None else orjson.dumps(wanted), fulfilment_id or ""]
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
+
+
+def release_call(
+    part: ReservationPart, reservation_id: str, settings: Settings, clock_offset_ms: int
+) -> Call:
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, [])
+
+
+def expire_call(part: Partition, sku: str, settings: Settings, clock_offset_ms: int) -> Call:
+    return [part.events, *part.sku_keys(sku)], [clock_offset_ms, sku, settings.reclaim_batch]
+
+
+def change_on_hand_call(
+    part: Partition,
+    change: OnHandChange,
+    fingerprint: str,
+    settings: Settings,
+    clock_offset_ms: int,
+) -> Call:
+    """`fingerprint` "" when the change has no idempotency key (then KEYS[5] is unused)."""
+    keys = [part.events, *part.sku_keys(change.sku), part.operation(change.idempotency_key or "")]
+    args = [
+        clock_offset_ms,
+        change.sku,
+        change.location,
+        change.mode,
+        change.quantity,
+        "" if change.change_from is None else change.change_from,
+        change.reason,
+        change.reference,
+        change.event,
+        fingerprint,
+        settings.retention_seconds * 1000,
+        settings.reclaim_batch,
+    ]
+    return keys, args
+
+
+def snapshot_call(part: Partition, sku: str, settings: Settings, clock_offset_ms: int) -> Call:
+    return [part.events, *part.sku_keys(sku)], [clock_offset_ms, sku, settings.reclaim_batch]
+
+
+def get_reservation_call(part: Partition, reservation_id: str, clock_offset_ms: int) -> Call:
+    return [part.reservation(reservation_id)], [clock_offset_ms, reservation_id]
+
+
+def restore_sku_call(
+    part: Partition,
+    sku: str,
+    mode: Literal["replace", "append"],
+    config_json: str,
+    quantities_json: str,
+    holds_json: str,
+    customers_json: str,
+    reservation_ids: Sequence[str],
+    reservations_json: str,
+) -> Call:
+    """Config and quantities are "" in mode append; `reservations_json` in reservation_ids order."""
+    keys = [part.skus, *part.sku_keys(sku), *(part.reservation(rid) for rid in reservation_ids)]
+    args = [sku, mode, config_json, quantities_json, holds_json, customers_json, reservations_json]
+    return keys, args
