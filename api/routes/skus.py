@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 
-from api.deps import Admin, Ctx
+from api.deps import Ctx, require_admin
 from api.openapi import problem_responses
 from api.schemas.skus import LocationIn, LocationOut, SkuIn, SkuOut
 from engine.types import ID_PATTERN, LocationConfig, SkuConfig
@@ -23,14 +23,13 @@ _SCALARS = (
 
 @router.put(
     "/{sku}",
+    dependencies=[Depends(require_admin)],
     responses={
         201: {"model": SkuOut, "description": "The SKU was created"},
         **problem_responses(400, 401, 403, 409, 413, 422, 429, 503),
     },
 )
-async def configure_sku(
-    sku: Sku, body: SkuIn, ctx: Ctx, caller: Admin, response: Response
-) -> SkuOut:
+async def configure_sku(sku: Sku, body: SkuIn, ctx: Ctx, response: Response) -> SkuOut:
     """Create (201) or update (200). Omitted members keep their current value.
 
     Read-merge-write: two admins editing one SKU at once may overwrite each other's members,
