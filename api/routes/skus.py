@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -15,10 +15,8 @@ from engine.types import ID_PATTERN, LocationConfig, SkuConfig
 router = APIRouter(prefix="/v1/skus", tags=["skus"])
 
 Sku = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
-_SCALARS = (
-    "purchase_limit", "allocation_strategy", "low_stock_threshold", "backorder_lead_days",
-    "sale_starts_at", "sale_ends_at", "max_active_holds_per_customer", "max_extensions",
-)  # fmt: skip
+# Every member of a SKU's configuration but its locations, which merge by location.
+_SCALARS = tuple(f.name for f in fields(SkuConfig) if f.name != "locations")
 
 
 @router.put(
