@@ -1,7 +1,8 @@
 """/v1/reservations: hold a cart, read it, extend, commit, fulfil, release.
 
 A storefront key acts on a reservation only with its X-Reservation-Token; an admin key needs
-none. The token is checked before the engine is asked, so a guessed id learns nothing (403).
+none. The AuthorizedReservation dependency checks it before the body is validated or the engine
+asked, so a guessed id learns nothing (403).
 """
 
 from __future__ import annotations
