@@ -1,8 +1,12 @@
 """What a route needs, as FastAPI dependencies: the per-process context and the caller.
 
-Ctx         the ApiContext the lifespan built (engine, ledger, keys, limiter, metrics)
-Storefront  any valid key (admin included: admin can do everything)
-Admin       an admin key; a storefront key gets 403
+Ctx                    the ApiContext the lifespan built (engine, ledger, keys, limiter, metrics)
+Storefront             the Caller of any valid key (admin included: admin can do everything)
+AuthorizedReservation  the path's reservation id, once the caller showed an admin key or that
+                       reservation's X-Reservation-Token; otherwise 403
+
+A route that needs the caller checked but not named lists `Depends(authenticate)` (any key) or
+`Depends(require_admin)` (an admin key; a storefront key gets 403) in its `dependencies`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Caller, KeyRing, ReservationTokens
@@ -20,6 +24,7 @@ from api.problems import ApiProblem
 from api.ratelimit import RateLimiter
 from engine.config import Settings
 from engine.engine import ReservationEngine
+from engine.types import ID_PATTERN
 
 
 @dataclass
@@ -69,7 +74,7 @@ async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Cal
 
 
 Storefront = Annotated[Caller, Depends(authenticate)]
-Admin = Annotated[Caller, Depends(require_admin)]
+ReservationId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 ReservationToken = Annotated[
     str | None,
     Header(
@@ -81,15 +86,19 @@ ReservationToken = Annotated[
 ]
 
 
-def authorize_reservation(
-    ctx: ApiContext, caller: Caller, reservation_id: str, token: str | None
-) -> None:
+async def authorize_reservation(
+    reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
+) -> str:
     """A storefront key reaches a reservation only with that reservation's token."""
     if caller.is_admin or ctx.tokens.verify(reservation_id, token):
-        return
+        return reservation_id
     if not token:
         raise ApiProblem(403, "forbidden", "X-Reservation-Token is required for this reservation")
     raise ApiProblem(403, "forbidden", "the reservation token does not match this reservation")
+
+
+# The path's reservation id, once the caller has shown it may act on that reservation.
+AuthorizedReservation = Annotated[str, Depends(authorize_reservation)]
 
 
 def _unauthenticated(detail: str) -> ApiProblem:

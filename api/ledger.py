@@ -18,15 +18,11 @@ from api.problems import ApiProblem
 
 log = logging.getLogger("flashsale.api")
 
-COLUMNS = (
-    "id", "partition", "stream_id", "type", "sku", "location", "d_on_hand", "d_reserved",
-    "d_committed", "on_hand", "reserved", "committed", "available", "reservation_id", "order_id",
-    "customer_id", "reason", "reference", "backordered", "expires_at", "data", "occurred_at",
-    "recorded_at",
-)  # fmt: skip
-
-_PAGE_SQL = f"""
-    SELECT {", ".join(COLUMNS)} FROM inventory_transactions
+_PAGE_SQL = """
+    SELECT id, partition, stream_id, type, sku, location, d_on_hand, d_reserved, d_committed,
+           on_hand, reserved, committed, available, reservation_id, order_id, customer_id,
+           reason, reference, backordered, expires_at, data, occurred_at, recorded_at
+    FROM inventory_transactions
     WHERE sku = %(sku)s
       AND (%(location)s::text IS NULL OR location = %(location)s)
       AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
@@ -101,5 +97,9 @@ class Ledger:
             ) from None
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("ledger read failed: %s", exc)
-            raise ApiProblem(503, "ledger_unavailable", "the ledger database is unavailable",
-                             headers={"Retry-After": "5"}) from None  # fmt: skip
+            raise ApiProblem(
+                503,
+                "ledger_unavailable",
+                "the ledger database is unavailable",
+                headers={"Retry-After": "5"},
+            ) from None

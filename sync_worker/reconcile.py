@@ -28,9 +28,15 @@ from sync_worker.entries import LINE_TYPES
 QUANTITIES = ("on_hand", "reserved", "committed", "safety_stock", "backorder_limit", "incoming")
 _REDIS_FIELD = dict(zip(QUANTITIES, ("oh", "rs", "cm", "ss", "bl", "in"), strict=True))
 CONFIG_FIELDS = (
-    "purchase_limit", "max_active_holds_per_customer", "max_extensions", "allocation_strategy",
-    "low_stock_threshold", "backorder_lead_days", "sale_starts_at", "sale_ends_at",
-)  # fmt: skip
+    "purchase_limit",
+    "max_active_holds_per_customer",
+    "max_extensions",
+    "allocation_strategy",
+    "low_stock_threshold",
+    "backorder_lead_days",
+    "sale_starts_at",
+    "sale_ends_at",
+)
 ATTEMPTS = 5
 
 _PG_SKUS = "SELECT sku, config, config_ms, config_seq FROM skus WHERE partition = %s"
@@ -83,8 +89,11 @@ async def reconcile(
         async with conn.cursor() as cur:
             await cur.execute(_LEDGER_SUMS)
             for sku, loc, oh, rs, cm, s_oh, s_rs, s_cm in await cur.fetchall():
-                for name, level, total in (("on_hand", oh, s_oh), ("reserved", rs, s_rs),
-                                           ("committed", cm, s_cm)):  # fmt: skip
+                for name, level, total in (
+                    ("on_hand", oh, s_oh),
+                    ("reserved", rs, s_rs),
+                    ("committed", cm, s_cm),
+                ):
                     if level != total:
                         result.drifts.append(Drift(sku, loc, f"ledger sum of {name}", None, total))
     return result

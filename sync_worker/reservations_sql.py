@@ -74,9 +74,18 @@ async def refresh(cur: AsyncCursor, keys: list[tuple[str, int]]) -> None:
 
 def _reservation_row(key: tuple[str, int], s: State) -> tuple[Any, ...]:
     fulfilments = orjson.dumps(s.fulfilments).decode()
-    return (*key, s.customer_id, s.status, s.order_id, s.expires_ms, s.extensions,
-            s.fingerprint or _likely_fingerprint(s), fulfilments, s.created_ms,
-            s.finished_ms)  # fmt: skip
+    return (
+        *key,
+        s.customer_id,
+        s.status,
+        s.order_id,
+        s.expires_ms,
+        s.extensions,
+        s.fingerprint or _likely_fingerprint(s),
+        fulfilments,
+        s.created_ms,
+        s.finished_ms,
+    )
 
 
 def _likely_fingerprint(s: State) -> str:
@@ -85,10 +94,11 @@ def _likely_fingerprint(s: State) -> str:
     back so a retried reserve replays; for any other cart a retry answers a conflict, never a
     second hold."""
     lines = [
-        ReservationLine(line.sku, line.quantity, tuple(Allocation(a.location, a.quantity)
-                                                       for a in line.allocs))
+        ReservationLine(
+            line.sku, line.quantity, tuple(Allocation(a.location, a.quantity) for a in line.allocs)
+        )
         for line in s.lines
-    ]  # fmt: skip
+    ]
     return request_fingerprint(s.customer_id, s.ttl_ms // 1000, lines)
 
 

@@ -103,9 +103,14 @@ async def run_restore(
     image = await load_image(conn, settings)
     seconds, micros = await redis.time()
     report = await restore(
-        redis, settings, image.skus, image.reservations, image.stream_tops,
-        now_ms=int(seconds) * 1000 + int(micros) // 1000, force=force,
-    )  # fmt: skip
+        redis,
+        settings,
+        image.skus,
+        image.reservations,
+        image.stream_tops,
+        now_ms=int(seconds) * 1000 + int(micros) // 1000,
+        force=force,
+    )
     if image.dead_letters:
         report.warnings.append(
             f"{image.dead_letters} stream entries sit in sync_dead_letters: Postgres (and so the "

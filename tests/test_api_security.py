@@ -127,6 +127,84 @@ async def test_a_missing_or_forged_token_is_403(api: Api, token: str | None) -> 
     assert_problem(await api.client.get(f"/v1/reservations/{rid}", headers=headers), 403)
 
 
+RESERVATION_CALLS = [
+    ("GET", "", None),
+    ("POST", "/extend", None),
+    ("POST", "/commit", {"order_id": "o-1"}),
+    ("DELETE", "", None),
+]
+CALL_IDS = ["get", "extend", "commit", "release"]
+
+
+@pytest.mark.parametrize(("method", "suffix", "body"), RESERVATION_CALLS, ids=CALL_IDS)
+async def test_each_reservation_call_asks_a_storefront_key_for_the_token(
+    api: Api, method: str, suffix: str, body: Any
+) -> None:
+    rid, _ = await api.held(1)
+    url = f"/v1/reservations/{rid}{suffix}"
+    missing = await api.client.request(method, url, json=body, headers=STOREFRONT)
+    detail = assert_problem(missing, 403, "forbidden")["detail"]
+    assert detail == "X-Reservation-Token is required for this reservation"
+    wrong = await api.client.request(method, url, json=body, headers=with_token("A" * 43))
+    detail = assert_problem(wrong, 403, "forbidden")["detail"]
+    assert detail == "the reservation token does not match this reservation"
+    untouched = await api.client.get(f"/v1/reservations/{rid}", headers=ADMIN)
+    assert untouched.json()["status"] == "held" and untouched.json()["extensions"] == 0
+    assert (await api.level())["reserved"] == 1
+    admin = await api.client.request(method, url, json=body, headers=ADMIN)  # no token needed
+    assert admin.status_code == (204 if method == "DELETE" else 200), admin.text
+
+
+@pytest.mark.parametrize(("method", "suffix", "body"), RESERVATION_CALLS, ids=CALL_IDS)
+async def test_a_malformed_id_or_token_is_422_before_the_token_is_checked(
+    api: Api, method: str, suffix: str, body: Any
+) -> None:
+    rid, headers = await api.held(1)
+    bad_id = await api.client.request(
+        method, f"/v1/reservations/not%20an%20id{suffix}", json=body, headers=STOREFRONT
+    )
+    assert_problem(bad_id, 422, "validation_failed")
+    too_long = await api.client.request(
+        method, f"/v1/reservations/{rid}{suffix}", json=body, headers=with_token("A" * 129)
+    )
+    assert_problem(too_long, 422, "validation_failed")
+    assert (await api.level())["reserved"] == 1
+
+
+@pytest.mark.parametrize(
+    ("suffix", "body"),
+    [("/extend", {"ttl_seconds": "x"}), ("/commit", {})],
+    ids=["extend", "commit"],
+)
+async def test_the_token_is_checked_before_the_body_as_the_role_is(
+    api: Api, suffix: str, body: Any
+) -> None:
+    """A caller who may not act on the cart hears 403, not what is wrong with its body."""
+    rid, headers = await api.held(1)
+    url = f"/v1/reservations/{rid}{suffix}"
+    for who in (STOREFRONT, with_token("A" * 43)):
+        assert_problem(await api.client.post(url, json=body, headers=who), 403, "forbidden")
+    for who in (headers, ADMIN):
+        assert_problem(await api.client.post(url, json=body, headers=who), 422)
+    fulfil = await api.client.post(
+        f"/v1/reservations/{rid}/fulfil", json={"lines": "x"}, headers=headers
+    )
+    assert_problem(fulfil, 403, "forbidden")
+
+
+async def test_a_reservation_call_counts_once_against_the_key_rate_limit(
+    redis_client: object, redis_url: str
+) -> None:
+    async with running_api(api_settings(redis_url, rate_limit_per_key=3)) as api:
+        await api.put_sku("s1", on_hand=10)  # the admin key: a counter of its own
+        rid, headers = await api.held(1)
+        for _ in range(2):
+            response = await api.client.get(f"/v1/reservations/{rid}", headers=headers)
+            assert response.status_code == 200, response.text
+        refused = await api.client.get(f"/v1/reservations/{rid}", headers=headers)
+        assert_problem(refused, 429, "rate_limited")
+
+
 async def test_guessed_ids_get_403_not_404_and_learn_nothing(api: Api) -> None:
     """Without a token the answer is the same whether the id exists or not."""
     rid, _ = await api.held(1)

@@ -15,9 +15,14 @@ from sync_worker.db import libpq_url, sqlalchemy_url
 from sync_worker.models import Base
 
 TABLES = {
-    "skus", "locations", "inventory_levels", "inventory_transactions", "reservations",
-    "reservation_lines", "sync_dead_letters",
-}  # fmt: skip
+    "skus",
+    "locations",
+    "inventory_levels",
+    "inventory_transactions",
+    "reservations",
+    "reservation_lines",
+    "sync_dead_letters",
+}
 LEDGER_ROW = """
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, backordered, occurred_at)
@@ -85,10 +90,12 @@ def test_levels_never_go_negative(pg_database_url: str, column: str) -> None:
             conn.execute(
                 f"INSERT INTO inventory_levels (sku, location, {column}) VALUES ('s', 'w', -1)"
             )
-        conn.execute("INSERT INTO inventory_levels (sku, location, on_hand, reserved, "
-                     "committed, safety_stock) VALUES ('s', 'w', 10, 3, 2, 1)")  # fmt: skip
+        conn.execute(
+            "INSERT INTO inventory_levels (sku, location, on_hand, reserved, committed, "
+            "safety_stock) VALUES ('s', 'w', 10, 3, 2, 1)"
+        )
         available = conn.execute("SELECT available FROM inventory_levels").fetchone()
-        assert available == (4,)  # DESIGN §2: on_hand - reserved - committed - safety_stock
+        assert available == (4,)  # on_hand - reserved - committed - safety_stock
 
 
 def test_every_postgres_url_spelling_reaches_sqlalchemy_as_psycopg() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 
-from api.deps import Admin, Ctx, Storefront
+from api.deps import Ctx, authenticate, require_admin
 from api.openapi import problem_responses
 from api.schemas.inventory import (
     AdjustmentIn,
@@ -27,8 +27,12 @@ Location = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 _ADMIN_WRITE = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
-@router.get("/{sku}", responses=problem_responses(401, 404, 422, 429, 503))
-async def inventory(sku: Sku, ctx: Ctx, caller: Storefront) -> InventoryOut:
+@router.get(
+    "/{sku}",
+    dependencies=[Depends(authenticate)],
+    responses=problem_responses(401, 404, 422, 429, 503),
+)
+async def inventory(sku: Sku, ctx: Ctx) -> InventoryOut:
     """Per location and in total; while out of stock but backorderable, when it would ship."""
     snapshot = await ctx.engine.inventory(sku)
     return InventoryOut(
@@ -39,12 +43,15 @@ async def inventory(sku: Sku, ctx: Ctx, caller: Storefront) -> InventoryOut:
     )
 
 
-@router.post("/{sku}/adjustments", responses=problem_responses(*_ADMIN_WRITE))
+@router.post(
+    "/{sku}/adjustments",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(*_ADMIN_WRITE),
+)
 async def adjust(
     sku: Sku,
     body: AdjustmentIn,
     ctx: Ctx,
-    caller: Admin,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -78,10 +85,12 @@ async def adjust(
     return _stock_level(sku, level)
 
 
-@router.put("/{sku}/locations/{location}", responses=problem_responses(*_ADMIN_WRITE))
-async def set_on_hand(
-    sku: Sku, location: Location, body: SetOnHandIn, ctx: Ctx, caller: Admin
-) -> StockLevelOut:
+@router.put(
+    "/{sku}/locations/{location}",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(*_ADMIN_WRITE),
+)
+async def set_on_hand(sku: Sku, location: Location, body: SetOnHandIn, ctx: Ctx) -> StockLevelOut:
     """Set on_hand (a count); with change_from_quantity, only if on_hand is still that."""
     level = await ctx.engine.set_on_hand(
         sku,
@@ -94,11 +103,14 @@ async def set_on_hand(
     return _stock_level(sku, level)
 
 
-@router.get("/{sku}/transactions", responses=problem_responses(401, 403, 404, 422, 429, 503))
+@router.get(
+    "/{sku}/transactions",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+)
 async def transactions(
     sku: Sku,
     ctx: Ctx,
-    caller: Admin,
     location: Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=64)] = None,
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")

@@ -1,7 +1,8 @@
 """/v1/reservations: hold a cart, read it, extend, commit, fulfil, release.
 
 A storefront key acts on a reservation only with its X-Reservation-Token; an admin key needs
-none. The token is checked before the engine is asked, so a guessed id learns nothing (403).
+none. The AuthorizedReservation dependency checks it before the body is validated or the engine
+asked, so a guessed id learns nothing (403).
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Response
 
-from api.deps import Admin, Ctx, ReservationToken, Storefront, authorize_reservation
+from api.deps import (
+    AuthorizedReservation,
+    Ctx,
+    ReservationId,
+    authenticate,
+    require_admin,
+)
 from api.openapi import problem_responses
 from api.problems import ApiProblem
 from api.schemas.reservations import CommitIn, ExtendIn, FulfilIn, ReservationOut, ReserveIn
@@ -19,7 +26,6 @@ from engine.types import ID_PATTERN, CartLine, FulfilLine
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
 
-ReservationId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -36,6 +42,7 @@ _ON_CHANGE = (*_ON_RESERVATION, 400, 409, 413)  # with a body, refusable by the 
 @router.post(
     "",
     status_code=201,
+    dependencies=[Depends(authenticate)],
     responses={
         200: {"model": ReservationOut, "description": "Replay of an earlier identical request"},
         **problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
@@ -44,7 +51,6 @@ _ON_CHANGE = (*_ON_RESERVATION, 400, 409, 413)  # with a body, refusable by the 
 async def reserve(
     body: ReserveIn,
     ctx: Ctx,
-    caller: Storefront,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> ReservationOut:
@@ -71,49 +77,37 @@ async def reserve(
 
 
 @router.get("/{reservation_id}", responses=problem_responses(*_ON_RESERVATION))
-async def get_reservation(
-    reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
-) -> ReservationOut:
+async def get_reservation(reservation_id: AuthorizedReservation, ctx: Ctx) -> ReservationOut:
     """State and lines (a hold past its deadline reads as expired)."""
-    authorize_reservation(ctx, caller, reservation_id, token)
     reservation = await ctx.engine.get_reservation(reservation_id)
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
 @router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_CHANGE, 410))
 async def extend(
-    reservation_id: ReservationId,
-    ctx: Ctx,
-    caller: Storefront,
-    token: ReservationToken = None,
-    body: ExtendIn | None = None,
+    reservation_id: AuthorizedReservation, ctx: Ctx, body: ExtendIn | None = None
 ) -> ReservationOut:
     """A new deadline, `ttl_seconds` from now (409 past the SKU's extension cap)."""
-    authorize_reservation(ctx, caller, reservation_id, token)
     ttl = body.ttl_seconds if body is not None else None
     reservation = await ctx.engine.extend(reservation_id, ttl)
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
 @router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_CHANGE, 410))
-async def commit(
-    reservation_id: ReservationId,
-    body: CommitIn,
-    ctx: Ctx,
-    caller: Storefront,
-    token: ReservationToken = None,
-) -> ReservationOut:
+async def commit(reservation_id: AuthorizedReservation, body: CommitIn, ctx: Ctx) -> ReservationOut:
     """Held → committed: an order was placed. Retrying with the same order_id is safe."""
-    authorize_reservation(ctx, caller, reservation_id, token)
     reservation = await ctx.engine.commit(reservation_id, body.order_id)
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
 
 
-@router.post("/{reservation_id}/fulfil", responses=problem_responses(*_ON_CHANGE))
+@router.post(
+    "/{reservation_id}/fulfil",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(*_ON_CHANGE),
+)
 async def fulfil(
     reservation_id: ReservationId,
     ctx: Ctx,
-    caller: Admin,
     body: FulfilIn | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> ReservationOut:
@@ -138,10 +132,7 @@ async def fulfil(
     response_class=Response,
     responses=problem_responses(401, 403, 422, 429, 503),
 )
-async def release(
-    reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
-) -> Response:
+async def release(reservation_id: AuthorizedReservation, ctx: Ctx) -> Response:
     """Give the units back. Idempotent: 204 every time, also for a finished or unknown cart."""
-    authorize_reservation(ctx, caller, reservation_id, token)
     await ctx.engine.release(reservation_id)
     return Response(status_code=204)

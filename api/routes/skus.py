@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 
-from api.deps import Admin, Ctx
+from api.deps import Ctx, require_admin
 from api.openapi import problem_responses
 from api.schemas.skus import LocationIn, LocationOut, SkuIn, SkuOut
 from engine.types import ID_PATTERN, LocationConfig, SkuConfig
@@ -15,22 +15,19 @@ from engine.types import ID_PATTERN, LocationConfig, SkuConfig
 router = APIRouter(prefix="/v1/skus", tags=["skus"])
 
 Sku = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
-_SCALARS = (
-    "purchase_limit", "allocation_strategy", "low_stock_threshold", "backorder_lead_days",
-    "sale_starts_at", "sale_ends_at", "max_active_holds_per_customer", "max_extensions",
-)  # fmt: skip
+# Every member of a SKU's configuration but its locations, which merge by location.
+_SCALARS = tuple(f.name for f in fields(SkuConfig) if f.name != "locations")
 
 
 @router.put(
     "/{sku}",
+    dependencies=[Depends(require_admin)],
     responses={
         201: {"model": SkuOut, "description": "The SKU was created"},
         **problem_responses(400, 401, 403, 409, 413, 422, 429, 503),
     },
 )
-async def configure_sku(
-    sku: Sku, body: SkuIn, ctx: Ctx, caller: Admin, response: Response
-) -> SkuOut:
+async def configure_sku(sku: Sku, body: SkuIn, ctx: Ctx, response: Response) -> SkuOut:
     """Create (201) or update (200). Omitted members keep their current value.
 
     Read-merge-write: two admins editing one SKU at once may overwrite each other's members,

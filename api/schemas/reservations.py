@@ -1,4 +1,4 @@
-"""Bodies of /v1/reservations. The shapes are the issue's contract: add members, never rename."""
+"""Bodies of /v1/reservations. The shapes are a contract with clients: add members, never rename."""
 
 from __future__ import annotations
 

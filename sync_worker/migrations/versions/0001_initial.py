@@ -87,7 +87,7 @@ def upgrade() -> None:
                 "safety_stock",
                 "backorder_limit",
                 "incoming",
-            )  # fmt: skip
+            )
         ),
     )
     op.create_table(
