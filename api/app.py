@@ -22,7 +22,8 @@ from api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
 from api.routes import inventory, ops, reservations, skus
-from engine.config import Settings, load_settings
+from api.settings import ApiSettings
+from engine.config import load_settings
 from engine.engine import ReservationEngine
 from engine.errors import ConfigurationError
 
@@ -36,7 +37,7 @@ also configure SKUs, change stock, fulfil orders and read the ledger. Send the k
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: ApiSettings) -> FastAPI:
     if settings.redis_url is None:
         raise ConfigurationError("FLASHSALE_REDIS_URL: not set (start the services first)")
     metrics = Metrics()
@@ -97,4 +98,4 @@ def create_app(settings: Settings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Uvicorn's factory in each worker process: workers inherit settings through FLASHSALE_*."""
-    return create_app(load_settings())
+    return create_app(load_settings(ApiSettings))

@@ -22,14 +22,14 @@ from api.ledger import Ledger
 from api.metrics import Metrics
 from api.problems import ApiProblem
 from api.ratelimit import RateLimiter
-from engine.config import Settings
+from api.settings import ApiSettings
 from engine.engine import ReservationEngine
 from engine.types import ID_PATTERN
 
 
 @dataclass
 class ApiContext:
-    settings: Settings
+    settings: ApiSettings
     engine: ReservationEngine
     ledger: Ledger
     keys: KeyRing

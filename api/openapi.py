@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.problems import PROBLEM_MEDIA_TYPE, Problem
-from engine.config import Settings
+from api.settings import ApiSettings
 
 _DESCRIPTIONS = {
     400: "Malformed request",
@@ -37,7 +37,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-def install_openapi(app: FastAPI, settings: Settings) -> None:
+def install_openapi(app: FastAPI, settings: ApiSettings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -69,7 +69,7 @@ def _with_problems(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _with_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def _with_limits(schema: dict[str, Any], settings: ApiSettings) -> dict[str, Any]:
     models = schema["components"]["schemas"]
     models["CartLineIn"]["properties"]["quantity"]["maximum"] = settings.max_quantity_per_line
     models["ReserveIn"]["properties"]["lines"]["maxItems"] = settings.max_lines_per_cart

@@ -1,6 +1,6 @@
 """flashsale's reservation engine: Lua scripts on Redis behind an async Python API."""
 
-from engine.config import Settings, load_settings
+from engine.config import EngineSettings, load_settings
 from engine.engine import ReservationEngine
 from engine.types import (
     Allocation,
@@ -17,13 +17,13 @@ from engine.types import (
 __all__ = [
     "Allocation",
     "CartLine",
+    "EngineSettings",
     "FulfilLine",
     "Level",
     "LocationConfig",
     "Reservation",
     "ReservationEngine",
     "ReservationLine",
-    "Settings",
     "SkuConfig",
     "SkuSnapshot",
     "load_settings",

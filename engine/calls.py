@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.keys import Partition
 from engine.types import CartLine, FulfilLine
 
@@ -57,7 +57,7 @@ def configure_sku_call(
     config: dict[str, Any],
     reason: str,
     reference: str,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
 ) -> Call:
     keys = [part.events, part.skus, *part.sku_keys(sku)]
@@ -66,7 +66,10 @@ def configure_sku_call(
 
 
 def reserve_call(
-    part: Partition, requests: Sequence[ReserveRequest], settings: Settings, clock_offset_ms: int
+    part: Partition,
+    requests: Sequence[ReserveRequest],
+    settings: EngineSettings,
+    clock_offset_ms: int,
 ) -> Call:
     index: dict[str, int] = {}
     for request in requests:
@@ -100,7 +103,7 @@ def reserve_call(
 def _reservation_call(
     part: ReservationPart,
     reservation_id: str,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
     extra: Sequence[Any],
 ) -> Call:
@@ -124,7 +127,7 @@ def extend_call(
     part: ReservationPart,
     reservation_id: str,
     ttl_seconds: int,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
 ) -> Call:
     bounds = [settings.hold_ttl_min_seconds * 1000, settings.hold_ttl_max_seconds * 1000]
@@ -136,7 +139,7 @@ def commit_call(
     part: ReservationPart,
     reservation_id: str,
     order_id: str,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
 ) -> Call:
     return _reservation_call(part, reservation_id, settings, clock_offset_ms, [order_id])
@@ -147,7 +150,7 @@ def fulfil_call(
     reservation_id: str,
     lines: Sequence[FulfilLine] | None,
     fulfilment_id: str | None,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
 ) -> Call:
     """`lines` None ships all that is open; otherwise only the lines of this part's SKUs."""
@@ -157,12 +160,12 @@ def fulfil_call(
 
 
 def release_call(
-    part: ReservationPart, reservation_id: str, settings: Settings, clock_offset_ms: int
+    part: ReservationPart, reservation_id: str, settings: EngineSettings, clock_offset_ms: int
 ) -> Call:
     return _reservation_call(part, reservation_id, settings, clock_offset_ms, [])
 
 
-def expire_call(part: Partition, sku: str, settings: Settings, clock_offset_ms: int) -> Call:
+def expire_call(part: Partition, sku: str, settings: EngineSettings, clock_offset_ms: int) -> Call:
     return [part.events, *part.sku_keys(sku)], [clock_offset_ms, sku, settings.reclaim_batch]
 
 
@@ -170,7 +173,7 @@ def change_on_hand_call(
     part: Partition,
     change: OnHandChange,
     fingerprint: str,
-    settings: Settings,
+    settings: EngineSettings,
     clock_offset_ms: int,
 ) -> Call:
     """`fingerprint` "" when the change has no idempotency key (then KEYS[5] is unused)."""
@@ -192,7 +195,9 @@ def change_on_hand_call(
     return keys, args
 
 
-def snapshot_call(part: Partition, sku: str, settings: Settings, clock_offset_ms: int) -> Call:
+def snapshot_call(
+    part: Partition, sku: str, settings: EngineSettings, clock_offset_ms: int
+) -> Call:
     return [part.events, *part.sku_keys(sku)], [clock_offset_ms, sku, settings.reclaim_batch]
 
 

@@ -23,7 +23,7 @@ from engine import events as event
 from engine import validation as check
 from engine.batching import Batcher
 from engine.calls import Call, OnHandChange, ReservationPart, ReserveRequest
-from engine.config import Settings, load_settings
+from engine.config import EngineSettings
 from engine.errors import (
     ConfigurationError,
     EngineError,
@@ -52,9 +52,10 @@ _LOCATION_CACHE_SIZE = 100_000
 
 
 class ReservationEngine:
-    def __init__(self, redis: Redis, settings: Settings | None = None) -> None:
+    def __init__(self, redis: Redis, settings: EngineSettings | None = None) -> None:
         self.redis = redis
-        self.settings = settings or load_settings()
+        # Defaults, not the environment: a library reads no variables behind its caller's back.
+        self.settings = settings or EngineSettings()
         self.keys = KeySchema(self.settings.partitions)
         self.scripts = Scripts(redis, self.settings.lua_dir)
         self._clock_offset_ms = 0
@@ -76,7 +77,7 @@ class ReservationEngine:
         self._clock_offset_ms = value
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ReservationEngine:
+    def from_settings(cls, settings: EngineSettings) -> ReservationEngine:
         if settings.redis_url is None:
             raise ConfigurationError("settings.redis_url is not set (start the services first)")
         # A blocking pool: past max_connections a request waits for a connection instead of

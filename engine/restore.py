@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.calls import restore_sku_call
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
 from engine.keys import KeySchema
@@ -123,7 +123,7 @@ async def redis_has_data(redis: Redis, schema: KeySchema) -> bool:
 
 async def restore(
     redis: Redis,
-    settings: Settings,
+    settings: EngineSettings,
     skus: Iterable[SkuImage],
     reservations: Iterable[ReservationImage],
     stream_tops: Mapping[int, str],

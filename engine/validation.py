@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.errors import InvalidQuantity, InvalidRequest, TtlOutOfRange
 from engine.types import ID_PATTERN, REASONS, CartLine, FulfilLine
 
@@ -27,7 +27,7 @@ def check_quantity(sku: str, quantity: object, maximum: int) -> int:
     return quantity
 
 
-def check_ttl(ttl_seconds: object, settings: Settings) -> int:
+def check_ttl(ttl_seconds: object, settings: EngineSettings) -> int:
     low, high = settings.hold_ttl_min_seconds, settings.hold_ttl_max_seconds
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
         raise TtlOutOfRange(ttl_seconds=ttl_seconds, min=low, max=high)
@@ -36,7 +36,7 @@ def check_ttl(ttl_seconds: object, settings: Settings) -> int:
     return ttl_seconds
 
 
-def check_cart(lines: Sequence[CartLine], settings: Settings) -> None:
+def check_cart(lines: Sequence[CartLine], settings: EngineSettings) -> None:
     if not 1 <= len(lines) <= settings.max_lines_per_cart:
         raise InvalidRequest(
             f"a cart holds 1 to {settings.max_lines_per_cart} lines, got {len(lines)}",

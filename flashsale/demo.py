@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.engine import ReservationEngine
 from engine.types import LocationConfig, SkuConfig
 
@@ -20,7 +20,7 @@ DEMO_CONFIG = SkuConfig(
 )
 
 
-async def seed(settings: Settings) -> None:
+async def seed(settings: EngineSettings) -> None:
     """Creates the demo SKU once; a restart keeps whatever stock the last run left."""
     engine = ReservationEngine.from_settings(settings)
     await engine.start()

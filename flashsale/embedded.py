@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config import Settings
 from flashsale.postgres_server import EmbeddedPostgres
 from flashsale.procs import EmbeddedServer, EmbeddedServerError, Progress, no_progress
 from flashsale.redis_server import EmbeddedRedis
+from flashsale.settings import Settings
 
 __all__ = [
     "EmbeddedPostgres",

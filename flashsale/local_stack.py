@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from engine.config import Settings
 from flashsale.embedded import Services, start_services
 from flashsale.procs import free_port
+from flashsale.settings import Settings
 from loadtests.bench.http_design import ApiProcess
 
 LOCAL_PARTITIONS = 4

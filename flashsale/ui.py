@@ -10,8 +10,8 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from engine.config import Settings, load_settings
 from engine.errors import ConfigurationError
+from flashsale.settings import Settings, load
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2  # as click's usage errors: the invocation, not the work, is wrong
@@ -27,6 +27,6 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 
 def settings_or_exit(**overrides: object) -> Settings:
     try:
-        return load_settings(**overrides)
+        return load(**overrides)
     except ConfigurationError as exc:
         fail(str(exc), EXIT_CONFIG)

@@ -7,32 +7,23 @@ scenario never provokes) are failures, and any failure fails the verdict.
 
 from __future__ import annotations
 
-import os
 import random
-import time
 import uuid
 from typing import Any
 
 from locust import FastHttpUser, between
 
 from loadtests import outcomes
+from loadtests.settings import run_settings
 
 EXPECTED = {409, 410, 429}  # insufficient_stock, hold expired, purchase_limit / too_many_holds
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-RUN_ID = os.environ.get("FLASHSALE_LT_RUN", "lt")  # prefixes SKUs so runs never share stock
-UNITS = env_int("FLASHSALE_LT_UNITS", 100)
-# Unix time after which buyers only buy (no abandon, no expiry, no restock): the sale's last
-# seconds let returned units sell, so "sold out" is an exact, checkable end state.
-CALM_AFTER = float(os.environ.get("FLASHSALE_LT_CALM_AFTER", "0") or 0)
+RUN_ID = run_settings().lt_run
 
 
 def calm() -> bool:
-    return bool(CALM_AFTER) and time.time() >= CALM_AFTER
+    return run_settings().calm()
 
 
 class Buyer(FastHttpUser):
@@ -41,7 +32,7 @@ class Buyer(FastHttpUser):
 
     def on_start(self) -> None:
         self.customer_id = f"{RUN_ID}-c-{uuid.uuid4().hex[:12]}"  # unique per simulated user
-        self.headers = {"Authorization": f"Bearer {os.environ.get('FLASHSALE_LT_STOREFRONT_KEY')}"}
+        self.headers = {"Authorization": f"Bearer {run_settings().lt_storefront_key}"}
 
     def reserve(
         self, lines: list[dict[str, Any]], ttl: int = 60, rid: str | None = None

@@ -14,7 +14,7 @@ import orjson
 from psycopg import AsyncConnection
 from redis.asyncio import Redis
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.keys import partition_of
 from engine.restore import ReservationImage, RestoreError, RestoreReport, SkuImage, restore
 from engine.types import Allocation, ReservationLine
@@ -51,7 +51,7 @@ class Image:
     dead_letters: int
 
 
-async def load_image(conn: AsyncConnection, settings: Settings) -> Image:
+async def load_image(conn: AsyncConnection, settings: EngineSettings) -> Image:
     retention_ms = settings.retention_seconds * 1000
     async with conn.cursor() as cur:
         await cur.execute(_LEVELS)
@@ -89,7 +89,7 @@ async def load_image(conn: AsyncConnection, settings: Settings) -> Image:
 
 
 async def restore_urls(
-    settings: Settings, redis_url: str, database_url: str, *, force: bool = False
+    settings: EngineSettings, redis_url: str, database_url: str, *, force: bool = False
 ) -> RestoreReport:
     """run_restore() on connections of its own to the two servers; what it wrote and warnings."""
     async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
@@ -98,7 +98,7 @@ async def restore_urls(
 
 
 async def run_restore(
-    redis: Redis, conn: AsyncConnection, settings: Settings, *, force: bool
+    redis: Redis, conn: AsyncConnection, settings: EngineSettings, *, force: bool
 ) -> tuple[RestoreReport, Image]:
     image = await load_image(conn, settings)
     seconds, micros = await redis.time()

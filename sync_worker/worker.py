@@ -22,13 +22,13 @@ import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from engine.config import Settings
 from engine.keys import KeySchema
 from engine.streams import partition_lag
 from sync_worker.consumer import StreamConsumer
 from sync_worker.db import connect
 from sync_worker.entries import Entry, PoisonEvent, Row, parse
 from sync_worker.metrics import WorkerMetrics
+from sync_worker.settings import WorkerSettings
 from sync_worker.writer import BatchResult, write_batch
 
 log = logging.getLogger("flashsale.sync")
@@ -43,7 +43,7 @@ class Stopping(Exception):
 
 class SyncWorker:
     def __init__(
-        self, redis: Redis, database_url: str, settings: Settings, consumer: str,
+        self, redis: Redis, database_url: str, settings: WorkerSettings, consumer: str,
         metrics: WorkerMetrics | None = None,
     ) -> None:  # fmt: skip
         self.redis = redis

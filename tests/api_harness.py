@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.deps import ApiContext
-from engine.config import Settings
+from flashsale.settings import Settings
 
 ADMIN_KEY = "test-admin-key"
 STOREFRONT_KEY = "test-storefront-key"

@@ -28,8 +28,8 @@ import redis
 import redis.asyncio
 from hypothesis import settings as hypothesis_settings
 
-from engine.config import Settings
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
+from flashsale.settings import Settings
 from sync_worker import migrations
 from tests.worker_support import fast
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import redis.asyncio
 
-from engine import LocationConfig, ReservationEngine, Settings, SkuConfig
+from engine import LocationConfig, ReservationEngine, SkuConfig
 from engine.keys import KeySchema
+from flashsale.settings import Settings
 
 
 async def make_engine(redis_url: str, **overrides: Any) -> ReservationEngine:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from engine.config import Settings
 from flashsale.cli import app
 from flashsale.local_stack import served_api
+from flashsale.settings import Settings
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import DESIGNS, BenchConfig, run_bench
 

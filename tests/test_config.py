@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_settings
 from engine.errors import ConfigurationError
+from flashsale.settings import load as load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -90,3 +90,48 @@ def test_a_lua_dir_without_reserve_lua_is_one_line_naming_the_variable(
     assert message.startswith("FLASHSALE_LUA_DIR: ")
     assert "reserve.lua" in message and str(empty) in message
     assert "\n" not in message
+
+
+def test_each_layer_reads_only_its_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.settings import ApiSettings
+    from engine.config import EngineSettings
+    from engine.config import load_settings as load_layer
+    from sync_worker.settings import WorkerSettings
+
+    monkeypatch.setenv("FLASHSALE_PARTITIONS", "4")
+    monkeypatch.setenv("FLASHSALE_API_PORT", "9001")
+    monkeypatch.setenv("FLASHSALE_WORKER_BLOCK_MS", "250")
+    engine = load_layer(EngineSettings)
+    api = load_layer(ApiSettings)
+    worker = load_layer(WorkerSettings)
+    assert (engine.partitions, api.partitions, worker.partitions) == (4, 4, 4)
+    assert not hasattr(engine, "api_port") and not hasattr(engine, "worker_block_ms")
+    assert api.api_port == 9001 and not hasattr(api, "worker_block_ms")
+    assert worker.worker_block_ms == 250 and not hasattr(worker, "api_port")
+    everything = load_settings()
+    assert isinstance(everything, ApiSettings) and isinstance(everything, WorkerSettings)
+
+
+def test_a_bad_value_names_its_variable_whichever_layer_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.settings import ApiSettings
+    from engine.config import load_settings as load_layer
+
+    monkeypatch.setenv("FLASHSALE_API_PORT", "99999")
+    with pytest.raises(ConfigurationError, match=r"^FLASHSALE_API_PORT: "):
+        load_layer(ApiSettings)
+
+
+def test_the_engine_reads_no_environment_when_given_no_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from redis.asyncio import Redis
+
+    from engine import ReservationEngine
+
+    monkeypatch.setenv("FLASHSALE_PARTITIONS", "8")
+    monkeypatch.setenv("FLASHSALE_HOLD_TTL_SECONDS", "5")
+    engine = ReservationEngine(Redis())  # no connection is made before a command
+    assert engine.settings.partitions == 1
+    assert engine.settings.hold_ttl_seconds == 600

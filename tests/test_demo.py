@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from engine import CartLine, Settings
+from engine import CartLine
 from flashsale.demo import DEMO_SKU, seed
+from flashsale.settings import Settings
 from tests.engine_support import make_engine
 
 

@@ -11,7 +11,6 @@ import pytest
 import redis
 import redis.asyncio
 
-from engine.config import Settings
 from flashsale.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -19,6 +18,7 @@ from flashsale.embedded import (
     start_services,
     stop_services,
 )
+from flashsale.settings import Settings
 
 
 def pid_exists(pid: int) -> bool:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine import CartLine, FulfilLine, ReservationEngine, Settings
+from engine import CartLine, FulfilLine, ReservationEngine
 from engine import errors as e
+from flashsale.settings import Settings
 from tests.engine_support import check_invariants, make_engine, sku
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.config import load_settings
 from engine.keys import KeySchema
 from engine.scripts import lua_dir
 from flashsale.local_stack import LocalStack
+from flashsale.settings import load as load_settings
 from loadtests.admin import Admin, SkuState
 from loadtests.checks import flash_sale
 from loadtests.runner import RunOptions, run

@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 from typer.testing import CliRunner
 
-from engine.config import Settings
 from engine.types import CartLine
 from flashsale.cli import app
+from flashsale.settings import Settings
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, reconcile
 from tests.worker_support import running_worker, seed, start_engine, wait_synced

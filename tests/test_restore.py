@@ -9,12 +9,12 @@ import pytest
 import redis.asyncio
 from typer.testing import CliRunner
 
-from engine.config import Settings
 from engine.engine import ReservationEngine
 from engine.errors import PurchaseLimitExceeded, ReservationExpired
 from engine.restore import RedisNotEmpty
 from engine.types import CartLine, FulfilLine, LocationConfig, Reservation, SkuConfig
 from flashsale.cli import app
+from flashsale.settings import Settings
 from sync_worker.db import connect
 from sync_worker.reconcile import reconcile_urls
 from sync_worker.restore import run_restore

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 import redis.asyncio
 
-from engine.config import Settings
 from engine.streams import CONSUMER_GROUP, partition_lag
 from engine.types import CartLine, FulfilLine
+from flashsale.settings import Settings
 from sync_worker.consumer import StreamConsumer
 from sync_worker.db import libpq_url
 from sync_worker.worker import SyncWorker

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from engine.config import Settings
 from engine.streams import CONSUMER_GROUP, partition_lag
 from flashsale.embedded import EmbeddedPostgres
+from flashsale.settings import Settings
 from sync_worker import migrations
 from tests.worker_support import (
     Auditor,

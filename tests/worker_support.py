@@ -17,12 +17,12 @@ from typing import Any
 import psycopg
 import redis.asyncio
 
-from engine.config import Settings
 from engine.engine import ReservationEngine
 from engine.errors import EngineError
 from engine.keys import KeySchema
 from engine.streams import partition_lag
 from engine.types import CartLine, LocationConfig, SkuConfig
+from flashsale.settings import Settings
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import reconcile
 from sync_worker.worker import SyncWorker

@@ -20,9 +20,9 @@ from types import FrameType
 
 import typer
 
-from engine.config import Settings
 from flashsale.embedded import Services, start_services
 from flashsale.procs import Progress, port_open
+from flashsale.settings import Settings
 from flashsale.ui import console, settings_or_exit
 
 # name shown → argv after `python -m flashsale`

@@ -21,7 +21,7 @@ import typer
 from flashsale.ui import EXIT_FAILURE, console, settings_or_exit
 
 if TYPE_CHECKING:
-    from engine.config import Settings
+    from flashsale.settings import Settings
 
 worker_app = typer.Typer(
     help="The sync worker: every stream event into Postgres, exactly once.", no_args_is_help=True

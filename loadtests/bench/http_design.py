@@ -15,7 +15,7 @@ import httpx
 import orjson
 import psutil
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from loadtests.bench.redis_designs import HOLD_TTL_S, LOCATION
 from loadtests.bench.workload import PhaseCounts, Workload
 
@@ -45,7 +45,7 @@ def peak_rss_kib(pid: int) -> int:
 
 
 async def run(
-    settings: Settings,
+    settings: EngineSettings,
     redis_url: str,
     database_url: str,
     workload: Workload,

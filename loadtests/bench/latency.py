@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.engine import ReservationEngine
 from engine.errors import InsufficientStock
 from engine.types import CartLine
@@ -34,13 +34,15 @@ class LatencyResult:
     recheck_ms: int
 
 
-async def _engine(settings: Settings, redis_url: str) -> ReservationEngine:
+async def _engine(settings: EngineSettings, redis_url: str) -> ReservationEngine:
     engine = ReservationEngine(redis_client(redis_url, settings.redis_max_connections), settings)
     await engine.start()
     return engine
 
 
-async def sequential(settings: Settings, redis_url: str, calls: int, run_id: str) -> list[int]:
+async def sequential(
+    settings: EngineSettings, redis_url: str, calls: int, run_id: str
+) -> list[int]:
     """Nanoseconds per reserve call, one call at a time."""
     engine = await _engine(settings, redis_url)
     sku = f"{run_id}-seq"
@@ -60,7 +62,7 @@ async def sequential(settings: Settings, redis_url: str, calls: int, run_id: str
         await engine.aclose()
 
 
-async def reoffer(settings: Settings, redis_url: str, rounds: int, run_id: str) -> list[int]:
+async def reoffer(settings: EngineSettings, redis_url: str, rounds: int, run_id: str) -> list[int]:
     """Nanoseconds from another process's release to a hammering buyer holding the unit.
 
     Each round has a fresh SKU with one unit, held by the other engine: the buyers see it sold out
@@ -110,7 +112,9 @@ async def reoffer(settings: Settings, redis_url: str, rounds: int, run_id: str) 
     return took
 
 
-async def measure(settings: Settings, redis_url: str, calls: int, run_id: str) -> LatencyResult:
+async def measure(
+    settings: EngineSettings, redis_url: str, calls: int, run_id: str
+) -> LatencyResult:
     seq = sorted(await sequential(settings, redis_url, calls, run_id))
     ro = sorted(await reoffer(settings, redis_url, max(5, min(30, calls // 100)), run_id))
     return LatencyResult(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.engine import ReservationEngine
 from engine.types import CartLine
 from loadtests.bench.redis_designs import HOLD_TTL_S, configure, redis_client
@@ -38,7 +38,9 @@ async def stream_bytes(engine: ReservationEngine) -> int:
     return total
 
 
-async def measure(settings: Settings, redis_url: str, holds: int, run_id: str) -> MemoryResult:
+async def measure(
+    settings: EngineSettings, redis_url: str, holds: int, run_id: str
+) -> MemoryResult:
     """Takes `holds` one-line holds on a fresh SKU, then releases them all.
 
     Deltas are against the level after the SKU exists, so only holds and finished reservations

@@ -11,7 +11,7 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine.calls import ReserveRequest, reserve_call
-from engine.config import Settings
+from engine.config import EngineSettings
 from engine.engine import ReservationEngine
 from engine.errors import EngineError, InsufficientStock
 from engine.keys import KeySchema
@@ -86,7 +86,7 @@ class Pipeliner:
 
 @contextlib.asynccontextmanager
 async def redis_limit(
-    settings: Settings, redis_url: str, workload: Workload, run_id: str
+    settings: EngineSettings, redis_url: str, workload: Workload, run_id: str
 ) -> AsyncIterator[Attempt]:
     """Our reserve script by SHA, KEYS/ARGV built as ReservationEngine._reserve_part builds them."""
     redis = redis_client(redis_url, PIPELINE_CONNECTIONS + 4)
@@ -119,7 +119,7 @@ async def redis_limit(
 
 @contextlib.asynccontextmanager
 async def in_process_engine(
-    settings: Settings, redis_url: str, workload: Workload, run_id: str
+    settings: EngineSettings, redis_url: str, workload: Workload, run_id: str
 ) -> AsyncIterator[Attempt]:
     """ReservationEngine in this process, one call per attempt, as an embedding program uses it."""
     engine = ReservationEngine(redis_client(redis_url, settings.redis_max_connections), settings)
@@ -142,7 +142,7 @@ async def in_process_engine(
         await engine.aclose()
 
 
-async def redis_levels(settings: Settings, redis_url: str, sku: str) -> tuple[int, int]:
+async def redis_levels(settings: EngineSettings, redis_url: str, sku: str) -> tuple[int, int]:
     engine = ReservationEngine(Redis.from_url(redis_url), settings)
     try:
         return await levels(engine, sku)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import Settings
+from engine.config import EngineSettings
 from loadtests.bench import http_design, latency, memory, pg_designs, redis_designs
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
 
@@ -26,7 +26,7 @@ class BenchConfig:
     latency_calls: int
     redis_url: str
     database_url: str
-    settings: Settings
+    settings: EngineSettings
     api_workers: int = http_design.API_WORKERS
     # How engine-http starts its API; the command line passes `flashsale serve` in child processes.
     start_api: http_design.StartApi | None = None

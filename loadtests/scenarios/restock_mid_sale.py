@@ -5,13 +5,13 @@ on_hand deltas), sold exactly that once buyers were still turned away at the end
 
 from __future__ import annotations
 
-import os
 import random
 
 from locust import FastHttpUser, between, task
 
 from loadtests import outcomes
 from loadtests.checks.restock_mid_sale import skus
+from loadtests.settings import run_settings
 from loadtests.users import RUN_ID, Buyer, calm
 
 
@@ -31,7 +31,7 @@ class StockAdmin(FastHttpUser):
     def change_stock(self) -> None:
         if calm():
             return  # the last seconds are for selling what is there
-        headers = {"Authorization": f"Bearer {os.environ.get('FLASHSALE_LT_ADMIN_KEY')}"}
+        headers = {"Authorization": f"Bearer {run_settings().lt_admin_key}"}
         # Only additions: the engine lets a write-off take on_hand below committed units (a
         # damaged unit is a fact, not a request), which is an oversell by decree, not a race.
         restock = random.random() < 0.7
