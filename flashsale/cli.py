@@ -141,6 +141,9 @@ app.command("loadtest")(loadtest)
 from loadtests.bench.cli import bench  # noqa: E402 - as above
 
 app.command("bench")(bench)
+from flashsale.commands.sku import app as sku_app  # noqa: E402 - as above
+
+app.add_typer(sku_app, name="sku")
 # ── end of later-issue subcommands ─────────────────────────────────────────────────────────────
 
 

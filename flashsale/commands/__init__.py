@@ -1,0 +1,1 @@
+"""The `flashsale` subcommands, one Typer app or command per module."""
