@@ -212,6 +212,10 @@ function chart(name, now, lines) {
     const pts = line.values.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
     nodes.push(make("polyline", { points: pts, stroke: color }));
     const last = line.values.length ? line.values[line.values.length - 1][1] : null;
+    if (line.values.length) { // the newest value as a dot: a lone point draws no line
+      const [t, v] = line.values[line.values.length - 1];
+      nodes.push(make("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: color }));
+    }
     legend.push(el("span", { "data-series": line.name }, el("i"), line.name,
       el("b", {}, last === null ? "–" : fmtNumber(last))));
     legend[legend.length - 1].firstChild.style.background = color;
