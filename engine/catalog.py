@@ -17,7 +17,7 @@ from engine.errors import InvalidRequest, UnknownSku
 from engine.replies import decode, snapshot_of
 from engine.types import SkuSnapshot
 
-_CURSOR = re.compile(r"(\d{1,6})\.(\d{1,20})\.(\d{1,9})")
+CURSOR_PATTERN = r"^\d{1,6}\.\d{1,19}\.\d{1,9}$"  # partition.scan cursor.offset
 _SCAN_COUNT = 200
 
 
@@ -31,12 +31,12 @@ class CatalogCursor:
         return f"{self.partition}.{self.scan}.{self.offset}"
 
     @classmethod
-    def parse(cls, text: str, partitions: int) -> CatalogCursor:
+    def parse(cls, text: str) -> CatalogCursor:
         """The cursor a previous page returned; anything else is the caller's mistake."""
-        match = _CURSOR.fullmatch(text)
-        if match is None or int(match[1]) >= partitions:
+        if re.fullmatch(CURSOR_PATTERN, text) is None:
             raise InvalidRequest("cursor: not a cursor this listing returned", field="cursor")
-        return cls(int(match[1]), int(match[2]), int(match[3]))
+        partition, scan, offset = text.split(".")
+        return cls(int(partition), int(scan), int(offset))
 
 
 async def list_skus(
@@ -45,6 +45,8 @@ async def list_skus(
     """Up to `limit` SKU names from `cursor` on, and the cursor of the rest (None at the end)."""
     at = cursor or CatalogCursor()
     found: list[str] = []
+    if at.partition >= engine.keys.partitions:  # from a deployment with more partitions: done
+        return found, None
     while len(found) < limit:
         part = engine.keys.partition(at.partition)
         next_scan, members = await engine.redis.sscan(part.skus, at.scan, count=_SCAN_COUNT)

@@ -87,7 +87,10 @@ async def test_reads_need_an_admin_key(api: Api) -> None:
 
 async def test_unknown_sku_is_404_and_a_bad_cursor_422(api: Api) -> None:
     assert_problem(await api.client.get("/v1/skus/nope", headers=ADMIN), 404)
-    for cursor in ("abc", "9.0.0", "0.0"):
+    for cursor in ("abc", "0.0", "0.-1.0", "0.99999999999999999999.0"):
         response = await api.client.get("/v1/skus", params={"cursor": cursor}, headers=ADMIN)
         assert_problem(response, 422)
+    # A well-formed cursor past the last partition (another deployment's) is the end.
+    beyond = await api.client.get("/v1/skus", params={"cursor": "9.0.0"}, headers=ADMIN)
+    assert beyond.json() == {"skus": [], "next_cursor": None}
     assert_problem(await api.client.get("/v1/skus?limit=0", headers=ADMIN), 422)

@@ -13,7 +13,7 @@ from api.routes.inventory import backorder_of
 from api.schemas.inventory import InventoryOut, LevelOut
 from api.schemas.skus import LocationIn, LocationOut, SkuDetailOut, SkuIn, SkuOut, SkuPage
 from engine import catalog
-from engine.catalog import CatalogCursor
+from engine.catalog import CURSOR_PATTERN, CatalogCursor
 from engine.types import ID_PATTERN, LocationConfig, SkuConfig, SkuSnapshot
 
 router = APIRouter(prefix="/v1/skus", tags=["skus"])
@@ -35,7 +35,10 @@ async def list_skus(
     ctx: Ctx,
     caller: Admin,
     cursor: Annotated[
-        str | None, Query(max_length=64, description="next_cursor of the previous page.")
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN, max_length=40, description="next_cursor of the previous page."
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     sold_out: Annotated[
@@ -47,7 +50,7 @@ async def list_skus(
 ) -> SkuPage:
     """Every SKU with its configuration and levels, page by page (admin)."""
     engine = ctx.engine
-    at = None if cursor is None else CatalogCursor.parse(cursor, engine.keys.partitions)
+    at = None if cursor is None else CatalogCursor.parse(cursor)
     filtered = sold_out is not None or low_stock is not None
     budget = limit * _FILTER_READ_FACTOR if filtered else limit
     found: list[SkuDetailOut] = []
