@@ -123,27 +123,43 @@ async def test_sku_page_needs_a_session_and_shows_config_and_levels(api: Api) ->
 
 
 async def test_sku_page_and_feed_read_the_ledger(redis_client: Redis, redis_url: str, cfg) -> None:
-    settings = api_settings(redis_url, cfg.database_url, hold_ttl_min_seconds=1)
+    settings = api_settings(
+        redis_url, cfg.database_url, partitions=cfg.partitions, hold_ttl_min_seconds=1
+    )
     async with running_api(settings) as api, running_worker(cfg):
+        engine = api.ctx.engine
         await api.put_sku("s1", on_hand=1, low_stock_threshold=1)
+        await api.put_sku("s2", on_hand=5)
         await logged_in(api)
+        feed = ConsoleFeed(engine, api.ctx.ledger)
+        assert (await feed.tick())["ledger"] is True
         assert (await api.reserve(1, ttl_seconds=1)).status_code == 201
+        await wait_synced(redis_client, engine.keys)
+        update = await feed.tick()
+        since = {sku["sku"]: sku["out_of_stock_since"] for sku in update["skus"]}
+        assert since["s1"] is not None and since["s2"] is None
+
         await asyncio.sleep(1.2)
-        assert await api.ctx.engine.sweep() == 1
-        await wait_synced(redis_client, api.ctx.engine.keys)
+        assert await engine.sweep() == 1
+        await wait_synced(redis_client, engine.keys)
+        await asyncio.sleep(1)  # the expiry's second is over: the feed reads whole seconds
+        update = await feed.tick()
+        since = {sku["sku"]: sku["out_of_stock_since"] for sku in update["skus"]}
+        assert since["s1"] is None  # back in stock since the expiry
+        assert sum(point["expiries"] for point in feed.full()["points"]) == 1
+
         body = (await api.client.get("/console/api/skus/s1")).json()
         types = [row["type"] for row in body["transactions"]]
         assert {"reserved", "expired", "out_of_stock", "back_in_stock"} <= set(types)
         thresholds = [row["type"] for row in body["threshold_events"]]
         assert thresholds == ["back_in_stock", "out_of_stock", "low_stock"]
 
-        await asyncio.sleep(1)  # the expiry's second is over: the feed reads whole seconds
-        feed = ConsoleFeed(api.ctx.engine, api.ctx.ledger)
-        update = await feed.tick()
-        assert update["ledger"] is True
-        assert sum(point["expiries"] for point in feed.full()["points"]) == 1
-        (sku,) = update["skus"]
-        assert sku["out_of_stock_since"] is None  # back in stock since the expiry
+
+async def test_without_a_ledger_the_feed_still_shows_levels(api: Api) -> None:
+    await api.put_sku("s1", on_hand=3)
+    update = await ConsoleFeed(api.ctx.engine, api.ctx.ledger).tick()
+    assert update["ledger"] is False
+    assert [sku["total"]["available"] for sku in update["skus"]] == [3]
 
 
 # ---- Whole-service figures ------------------------------------------------------------------
@@ -175,9 +191,11 @@ async def test_two_processes_add_up(redis_client: Redis) -> None:
     for recorder in (one, two):
         recorder.reserve_answered(201, None, 0.004)
         recorder.reserve_answered(429, "rate_limited", 0.001)
+        recorder.reserve_answered(200, None, 0.001)  # an idempotent replay: not a refusal
         await recorder.flush(redis_client)
     (second,) = await read_seconds(redis_client, [int(at)])
     assert (second.reserves, second.refusals) == (2, {"rate_limited": 2})
+    assert sum(second.latency) == 6
     assert second.percentile(0.99) == pytest.approx(4.0, abs=1)
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger("flashsale.api")
 WINDOW_SECONDS = 300  # what the charts show
 OVERLAP_SECONDS = 10  # seconds read again each tick: late flushes and ledger rows land there
 MAX_SKUS = 200  # the overview shows this many SKUs (partition order, then by name)
+LEDGER_RETRY_SECONDS = 10.0
 
 
 class ConsoleFeed:
@@ -45,6 +46,7 @@ class ConsoleFeed:
         self._ledger_after: int | None = None  # ledger rows up to this id were counted
         self._expired: dict[int, set[str]] = {}  # second -> reservations that expired in it
         self._out_since: dict[str, datetime | None] = {}  # SKU -> when it went out of stock
+        self._ledger_retry_at = 0.0
         self.latest: dict[str, Any] = {}
 
     async def tick(self) -> dict[str, Any]:
@@ -89,6 +91,16 @@ class ConsoleFeed:
         return {**self.latest, "points": [self.points[t] for t in sorted(self.points)]}
 
     async def _read_ledger(self, names: list[str]) -> bool:
+        # A ledger that did not answer is asked again only after a pause: each failed read can
+        # take its connect timeout, and the levels must keep coming meanwhile.
+        if time.monotonic() < self._ledger_retry_at:
+            return False
+        ok = await self._read_ledger_rows(names)
+        if not ok:
+            self._ledger_retry_at = time.monotonic() + LEDGER_RETRY_SECONDS
+        return ok
+
+    async def _read_ledger_rows(self, names: list[str]) -> bool:
         if self._ledger_after is None:
             self._ledger_after = await ledger_reads.start_id(self.ledger)
             if self._ledger_after is None:
@@ -217,9 +229,12 @@ class LiveHub:
                 payload = await self._tick()
                 message = frame(self._full() if not self._primed else payload)
                 self._primed = True
-            except (RedisError, OSError) as exc:
+            except RedisError as exc:
                 log.warning("console update failed: %s", exc)
                 message = frame({"error": "the stock store is unavailable, retrying"})
+            except Exception:  # the poller must outlive any one bad update, or pages freeze
+                log.exception("console update failed")
+                message = frame({"error": "the console could not read an update, retrying"})
             self.polls += 1
             for queue in list(self._subscribers):
                 if not queue.full():

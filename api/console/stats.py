@@ -8,7 +8,7 @@ idle. The second is the API host's clock, which is fine for hosts kept in sync b
 
 Fields of a second's hash:
     reserves          201 answers to POST /v1/reservations
-    refused:<code>    other answers to it, by problem code (insufficient_stock, rate_limited, …)
+    refused:<code>    its 4xx/5xx answers, by problem code (insufficient_stock, rate_limited, …)
     commits           200 answers to POST /v1/reservations/{id}/commit
     lat:<i>           reserves (any answer) whose latency fell in bucket i of LATENCY_EDGES_MS
 """
@@ -58,7 +58,10 @@ class StatsRecorder:
         self._pending.setdefault(second, Counter())[name] += 1
 
     def reserve_answered(self, status: int, code: str | None, seconds: float) -> None:
-        self.count("reserves" if status == 201 else f"refused:{code or status}")
+        if status == 201:
+            self.count("reserves")
+        elif status >= 400:  # a 200 is an idempotent replay: neither a new hold nor a refusal
+            self.count(f"refused:{code or status}")
         self.count(f"lat:{bisect.bisect_left(LATENCY_EDGES_MS, seconds * 1000)}")
 
     async def flush(self, redis: Redis) -> None:
