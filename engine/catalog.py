@@ -3,8 +3,9 @@
 SKUs live in one set per partition (`{p<N>}:skus`, added by configure_sku). A listing walks the
 partitions in order with SSCAN; its cursor is (partition, scan cursor, offset). The offset lets a
 page stop inside one SSCAN batch (a small set comes back whole, whatever COUNT says): the next
-page repeats that SSCAN call and skips what was already returned. SSCAN's guarantee carries over:
-a SKU present for the whole listing is listed; one added or removed meanwhile may or may not be.
+page repeats that SSCAN call and skips what was already returned. While no SKU is created, every
+SKU is listed exactly once. SKUs created meanwhile shift the batches: a page may then repeat a
+SKU, and, if the set outgrows its compact encoding mid-listing, miss one (list again to be sure).
 """
 
 from __future__ import annotations
