@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import handlers
+from api import console, docs, handlers
 from api.auth import KeyRing, ReservationTokens
 from api.deps import ApiContext
 from api.ledger import Ledger
@@ -78,6 +78,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from api/docs, with their assets served locally
+        redoc_url=None,
         redirect_slashes=False,  # a redirect would turn a mistyped POST into a GET
         # FastAPI's native OpenTelemetry asks the global providers on every request whether it is
         # on (7% of a worker's time under load in the profile). /metrics is Prometheus; turn it
@@ -90,9 +92,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.include_router(router)
     handlers.install(app, metrics.refused)
     install_openapi(app, settings)
+    docs.install(app)
     # Last added runs first: metrics see every response, including the body cap's 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    console.install(app, settings)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Bodies of /v1/skus/{sku}: a SKU's configuration, in and out."""
+"""Bodies of /v1/skus: a SKU's configuration, in and out, and the listing."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Body, Id, Timestamp, Units
+from api.schemas.inventory import InventoryOut
 from engine.types import AllocationStrategy
 
 
@@ -105,3 +106,23 @@ class SkuOut(BaseModel):
     sale_ends_at: datetime | None
     max_active_holds_per_customer: int
     max_extensions: int
+
+
+class SkuDetailOut(BaseModel):
+    """A SKU as configured (the PUT's shape) and its levels (the inventory read's shape)."""
+
+    sku: str
+    config: SkuOut
+    inventory: InventoryOut
+    sold_out: bool = Field(description="Nothing left to sell, not even as a backorder.")
+    low_stock: bool = Field(
+        description="In stock, at or below low_stock_threshold (never with threshold 0)."
+    )
+
+
+class SkuPage(BaseModel):
+    skus: list[SkuDetailOut] = Field(description="In partition order, then by name.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end. With a filter a page "
+        "may hold fewer SKUs than `limit` (even none) and still have a next page."
+    )
