@@ -18,7 +18,7 @@ from api.console.live import ConsoleFeed, LiveHub
 from api.console.routes import router
 from api.console.session import SessionSigner
 from api.console.stats import StatsMiddleware, StatsRecorder
-from engine.config import Settings
+from api.settings import ApiSettings
 
 UPDATE_INTERVAL_SECONDS = 1.0
 
@@ -30,7 +30,7 @@ class ConsoleState:
     recorder: StatsRecorder
 
 
-def install(app: FastAPI, settings: Settings, interval: float = UPDATE_INTERVAL_SECONDS) -> None:
+def install(app: FastAPI, settings: ApiSettings, interval: float = UPDATE_INTERVAL_SECONDS) -> None:
     recorder = StatsRecorder()
     signer = SessionSigner(settings.token_secret or secrets.token_urlsafe(32))
     app.include_router(router)

@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Annotated, Any
 
-<<<<<<< HEAD
-from fastapi import APIRouter, Depends, Path, Response
-=======
-from fastapi import APIRouter, Path, Query, Response
->>>>>>> i-console
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import Ctx, require_admin
 from api.openapi import problem_responses
@@ -32,10 +28,13 @@ _SCALARS = tuple(f.name for f in fields(SkuConfig) if f.name != "locations")
 _FILTER_READ_FACTOR = 10
 
 
-@router.get("", responses=problem_responses(401, 403, 422, 429, 503))
+@router.get(
+    "",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403, 422, 429, 503),
+)
 async def list_skus(
     ctx: Ctx,
-    caller: Admin,
     cursor: Annotated[
         str | None,
         Query(
@@ -70,8 +69,12 @@ async def list_skus(
             return SkuPage(skus=found, next_cursor=None if at is None else str(at))
 
 
-@router.get("/{sku}", responses=problem_responses(401, 403, 404, 422, 429, 503))
-async def read_sku(sku: Sku, ctx: Ctx, caller: Admin) -> SkuDetailOut:
+@router.get(
+    "/{sku}",
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+)
+async def read_sku(sku: Sku, ctx: Ctx) -> SkuDetailOut:
     """One SKU's configuration (as the PUT takes it) and its levels (as the inventory read)."""
     return sku_detail(await ctx.engine.inventory(sku))
 
