@@ -19,17 +19,22 @@ from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
 from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
 
+# Per-connection staging tables: a batch goes in with COPY (rows formatted by psycopg's C code,
+# not one array literal per column), then one INSERT … SELECT moves it into the ledger.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS sync_ledger (p int, s text, t text, k text, l text, doh bigint,
+    drs bigint, dcm bigint, oh bigint, rs bigint, cm bigint, av bigint, rid text, oid text,
+    cid text, rsn text, ref text, bo bigint, exp bigint, d text, ts bigint) ON COMMIT DELETE ROWS;
+"""
+_COPY_LEDGER = "COPY sync_ledger FROM STDIN"
 _LEDGER = f"""
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, reservation_id, order_id,
     customer_id, reason, reference, backordered, expires_at, data, occurred_at)
 SELECT p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, {ms("exp")},
     d::jsonb, {ms("ts")}
-FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
-    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-    %s::text[], %s::bigint[])
-  AS u(p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, exp, d, ts)
+FROM sync_ledger
+ORDER BY p, s
 ON CONFLICT (partition, stream_id) DO NOTHING
 RETURNING partition, stream_id
 """
@@ -76,6 +81,12 @@ class BatchResult:
     dead: int
 
 
+async def prepare(conn: AsyncConnection) -> None:
+    """Creates this connection's staging tables; once per connection, before its first batch."""
+    async with conn.transaction():
+        await conn.execute(STAGING + reservations_sql.STAGING)
+
+
 async def write_batch(
     conn: AsyncConnection, rows: list[Row], dead: list[tuple[Entry, str]]
 ) -> BatchResult:
@@ -96,33 +107,17 @@ async def write_batch(
 async def _insert_ledger(cur: AsyncCursor, rows: list[Row]) -> list[Row]:
     if not rows:
         return []
-    values = [
-        (
-            r.partition,
-            r.stream_id,
-            r.type,
-            r.sku,
-            r.location,
-            r.d_on_hand,
-            r.d_reserved,
-            r.d_committed,
-            r.on_hand,
-            r.reserved,
-            r.committed,
-            r.available,
-            r.reservation_id,
-            r.order_id,
-            r.customer_id,
-            r.reason,
-            r.reference,
-            r.backordered,
-            r.expires_ms,
-            None if r.data is None else orjson.dumps(r.data).decode(),
-            r.ts,
-        )  # fmt: skip
-        for r in rows
-    ]
-    await cur.execute(_LEDGER, columns(values, 21))
+    async with cur.copy(_COPY_LEDGER) as copy:
+        for r in rows:
+            await copy.write_row(
+                (
+                    r.partition, r.stream_id, r.type, r.sku, r.location, r.d_on_hand,
+                    r.d_reserved, r.d_committed, r.on_hand, r.reserved, r.committed, r.available,
+                    r.reservation_id, r.order_id, r.customer_id, r.reason, r.reference,
+                    r.backordered, r.expires_ms, r.data_json, r.ts,
+                )
+            )  # fmt: skip
+    await cur.execute(_LEDGER)
     inserted = {(p, s) for p, s in await cur.fetchall()}
     return [r for r in rows if r.key in inserted]
 

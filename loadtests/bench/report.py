@@ -79,6 +79,23 @@ def latency_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def sync_lines(report: BenchReport) -> list[str]:
+    s = report.sync
+    if s is None:
+        return []
+    mix = ", ".join(f"{kind} {count:,}" for kind, count in sorted(s.mix.items()))
+    lines = [
+        f"sync worker draining a backlog of {s.events:,} events (batches of {s.batch_size}; {mix}):"
+    ]
+    lines += [
+        f"  {r.workers} worker(s) on {r.partitions} partition(s): {r.events_per_s:,.0f} events/s "
+        f"({r.events:,} in {r.seconds:.2f} s, {r.ledger_rows:,} ledger rows, "
+        f"worker CPU {r.worker_cpu_s:.1f} s)"
+        for r in s.runs
+    ]
+    return lines
+
+
 def table(report: BenchReport) -> Table:
     cfg = report.config
     title = f"flashsale bench: {cfg['units']:,} units, {cfg['buyers']} buyers, {machine()}"
@@ -91,7 +108,11 @@ def table(report: BenchReport) -> Table:
 
 
 def notes(report: BenchReport) -> list[str]:
-    return latency_lines(report) + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+    return (
+        latency_lines(report)
+        + sync_lines(report)
+        + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+    )
 
 
 def markdown(report: BenchReport) -> str:
@@ -118,6 +139,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "results": [r.as_dict() for r in report.results],
         "memory": memory,
         "latency": latency,
+        "sync": None if report.sync is None else report.sync.as_dict(),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
     }
 
