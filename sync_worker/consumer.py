@@ -42,7 +42,7 @@ class StreamConsumer:
         # Raw replies: redis-py's parser drops the ids of deleted entries (6.2) or the list of
         # deleted ids (7.x).
         redis.set_response_callback("XAUTOCLAIM", lambda response, **_: response)
-        # XREADGROUP raw too: one dict per entry is built here, not a list of pairs first.
+        # XREADGROUP raw too: entries keep Redis' flat field list; parse reads it positionally.
         redis.set_response_callback("XREADGROUP", lambda response, **_: response)
 
     async def ensure_groups(self) -> None:
@@ -82,7 +82,7 @@ class StreamConsumer:
                 claimed += len(reply[1])
                 # Redis 7 drops entries deleted from the stream from the pending list itself.
                 gone = reply[2] if len(reply) > 2 else []
-                deleted += [Entry(partition, _text(i), {}) for i in gone]
+                deleted += [Entry(partition, _text(i), []) for i in gone]
                 if _bytes(reply[0]) == _ZERO:
                     break
         if claimed:
@@ -132,9 +132,8 @@ class StreamConsumer:
         for stream, items in reply.items() if isinstance(reply, dict) else reply or []:
             partition = self.partition_of[_bytes(stream)]
             for stream_id, fields in items:
-                flat = fields or []  # None: deleted from the stream
-                pairs = dict(zip(flat[::2], flat[1::2], strict=True))
-                entries.append(Entry(partition, _text(stream_id), pairs))
+                # None: deleted from the stream
+                entries.append(Entry(partition, _text(stream_id), fields or []))
         return entries
 
 

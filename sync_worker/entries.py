@@ -41,15 +41,20 @@ class PoisonEvent(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry as read. Empty `fields`: it was deleted from the stream before syncing."""
+    """One stream entry as read: `fields` alternates names and values, as Redis sends them.
+    Empty `fields`: it was deleted from the stream before syncing."""
 
     partition: int
     stream_id: str
-    fields: dict[bytes, bytes]
+    fields: list[bytes]
+
+    def as_dict(self) -> dict[bytes, bytes]:
+        return dict(zip(self.fields[::2], self.fields[1::2], strict=True))
 
     def printable(self) -> dict[str, str]:
         return {
-            k.decode(errors="replace"): v.decode(errors="replace") for k, v in self.fields.items()
+            k.decode(errors="replace"): v.decode(errors="replace")
+            for k, v in self.as_dict().items()
         }
 
 
@@ -84,7 +89,7 @@ class Row:
         return (self.partition, self.stream_id)
 
 
-_FIELD_KEYS = tuple(name.encode() for name in events.FIELDS)
+_FIELD_KEYS = [name.encode() for name in events.FIELDS]
 _FIELD_INDEX = {name: n for n, name in enumerate(events.FIELDS)}
 _INT_AT = tuple(_FIELD_INDEX[name] for name in _INT_FIELDS)
 _TEXT_AT = tuple(_FIELD_INDEX[name] for name in _TEXT_FIELDS)
@@ -93,7 +98,12 @@ _TEXT_AT = tuple(_FIELD_INDEX[name] for name in _TEXT_FIELDS)
 def parse(entry: Entry) -> Row:
     if not entry.fields:
         raise PoisonEvent("the entry was deleted from the stream before it was synced")
-    raw = [entry.fields.get(key) for key in _FIELD_KEYS]
+    raw: list[bytes | None]
+    if entry.fields[::2] == _FIELD_KEYS:  # as every script writes them: no dict needed
+        raw = list(entry.fields[1::2])
+    else:
+        named = entry.as_dict()
+        raw = [named.get(key) for key in _FIELD_KEYS]
     if None in raw:
         missing = [name for name, value in zip(events.FIELDS, raw, strict=True) if value is None]
         raise PoisonEvent(f"missing fields: {', '.join(missing)}")

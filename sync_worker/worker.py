@@ -165,7 +165,7 @@ class SyncWorker:
                     rows, dead = [], [_poison(entry_of[rows[0].key], _describe(exc))]
                 else:  # even its dead letter is refused: keep the id and the reason only
                     entry, why = dead[0]
-                    dead = [(Entry(entry.partition, entry.stream_id, {}), f"{why}; {exc}")]
+                    dead = [(Entry(entry.partition, entry.stream_id, []), f"{why}; {exc}")]
             except (psycopg.Error, OSError) as exc:
                 self.metrics.postgres_errors.inc()
                 failures += 1

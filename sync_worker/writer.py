@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.types.json import set_json_loads
 
 from engine import events
 from sync_worker import reservations_sql
@@ -83,6 +84,7 @@ class BatchResult:
 
 async def prepare(conn: AsyncConnection) -> None:
     """Creates this connection's staging tables; once per connection, before its first batch."""
+    set_json_loads(orjson.loads, conn)  # the reservation rebuild reads a JSON column per row
     async with conn.transaction():
         await conn.execute(STAGING + reservations_sql.STAGING)
 
