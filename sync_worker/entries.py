@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from engine import events
-from engine.streams import parse_stream_id
 
 LINE_TYPES = frozenset(
     (
@@ -92,7 +91,8 @@ class Row:
 _FIELD_KEYS = [name.encode() for name in events.FIELDS]
 _FIELD_INDEX = {name: n for n, name in enumerate(events.FIELDS)}
 _INT_AT = tuple(_FIELD_INDEX[name] for name in _INT_FIELDS)
-_TEXT_AT = tuple(_FIELD_INDEX[name] for name in _TEXT_FIELDS)
+_RID, _OID, _CID, _REASON, _REF = (_FIELD_INDEX[name] for name in _TEXT_FIELDS)
+_EXPIRES, _DATA = _FIELD_INDEX["expires_at"], _FIELD_INDEX["data"]
 
 
 def parse(entry: Entry) -> Row:
@@ -122,20 +122,22 @@ def parse(entry: Entry) -> Row:
         n = [int(f[i]) for i in _INT_AT]
     except ValueError:
         n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
-    if not all(-_BIGINT < value < _BIGINT for value in n):
+    if min(n) <= -_BIGINT or max(n) >= _BIGINT:
         n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
-    rid, oid, cid, reason, reference = (f[i] or None for i in _TEXT_AT)
+    rid, oid, cid = f[_RID] or None, f[_OID] or None, f[_CID] or None
+    reason, reference = f[_REASON] or None, f[_REF] or None
     if kind in RESERVATION_TYPES and not (rid and cid):
         raise PoisonEvent(f"a {kind} event needs reservation_id and customer_id")
-    data_json = f[17] or None
+    data_json = f[_DATA] or None
     data = None if data_json is None else _json(data_json)
     if kind == events.SKU_CONFIGURED and not _is_config(data):
         raise PoisonEvent("sku_configured data is not a configuration with locations")
-    expires = _int("expires_at", f[16]) if f[16] else None
+    expires = _int("expires_at", f[_EXPIRES]) if f[_EXPIRES] else None
     if kind in (events.RESERVED, events.EXTENDED) and expires is None:
         raise PoisonEvent(f"a {kind} event needs expires_at")
+    ms, _, seq = entry.stream_id.partition("-")
     try:
-        pos = parse_stream_id(entry.stream_id)
+        pos = (int(ms), int(seq or 0))
     except ValueError:
         raise PoisonEvent(f"bad stream id {entry.stream_id!r}") from None
     d_on_hand, d_reserved, d_committed, on_hand, reserved, committed, available, bo, ts = n

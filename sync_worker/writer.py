@@ -1,9 +1,10 @@
 """One batch of stream entries → one Postgres transaction (DESIGN §5).
 
 Ledger rows go in with `ON CONFLICT (partition, stream_id) DO NOTHING RETURNING`; only the rows
-that came back (new ones, not redeliveries) touch skus, levels and reservations. Every statement
-sends whole columns as arrays (`unnest`), so a batch costs a handful of round trips, not one per
-event. Rows are handled in a fixed order (by key) so concurrent workers lock in the same order.
+that came back (new ones, not redeliveries) touch skus, levels and reservations. Bulk rows reach
+Postgres by COPY into staging tables (psycopg formats them in C), the rest as arrays (`unnest`),
+so a batch costs a handful of round trips, not one per event. Rows are written in a fixed order
+(by key) so concurrent workers lock in the same order.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ async def prepare(conn: AsyncConnection) -> None:
 async def write_batch(
     conn: AsyncConnection, rows: list[Row], dead: list[tuple[Entry, str]]
 ) -> BatchResult:
-    unique = sorted({row.key: row for row in rows}.values(), key=lambda r: r.key)
+    unique = {(row.partition, row.stream_id): row for row in rows}
     async with conn.transaction(), conn.cursor() as cur:
         fresh = await _insert_ledger(cur, unique)
         await _upsert_names(cur, fresh)
@@ -106,11 +107,11 @@ async def write_batch(
     return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
 
 
-async def _insert_ledger(cur: AsyncCursor, rows: list[Row]) -> list[Row]:
+async def _insert_ledger(cur: AsyncCursor, rows: dict[tuple[int, str], Row]) -> list[Row]:
     if not rows:
         return []
     async with cur.copy(_COPY_LEDGER) as copy:
-        for r in rows:
+        for r in rows.values():
             await copy.write_row(
                 (
                     r.partition, r.stream_id, r.type, r.sku, r.location, r.d_on_hand,
@@ -120,8 +121,7 @@ async def _insert_ledger(cur: AsyncCursor, rows: list[Row]) -> list[Row]:
                 )
             )  # fmt: skip
     await cur.execute(_LEDGER)
-    inserted = {(p, s) for p, s in await cur.fetchall()}
-    return [r for r in rows if r.key in inserted]
+    return [rows[(p, s)] for p, s in await cur.fetchall()]
 
 
 async def _upsert_names(cur: AsyncCursor, rows: list[Row]) -> None:
