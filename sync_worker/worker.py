@@ -3,6 +3,7 @@
 Each round: read a batch (own pending entries first, then claims of dead consumers' entries, then
 new ones), write it in ONE Postgres transaction, commit, then XACK. A crash anywhere before the
 XACK redelivers the batch and the ledger's unique (partition, stream_id) turns it into a no-op.
+In steady state the next batch is read and parsed while the current one is being written.
 
 Postgres unavailable: back off and retry the same batch, reading nothing new, acknowledging
 nothing. A batch Postgres refuses for its content (DataError, IntegrityError) is split into single

@@ -120,11 +120,14 @@ def markdown(report: BenchReport) -> str:
     lines = [
         f"{cfg['units']:,} units, {cfg['buyers']} buyers, sold-out phase "
         f"{cfg['soldout_seconds']} s; machine: {machine()}",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if c == "design" else "---:" for c in COLUMNS) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
+    if report.results:  # `--designs sync` alone sells nothing
+        lines += [
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "|".join("---" if c == "design" else "---:" for c in COLUMNS) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
     lines += ["", memory_line(report) + "."]
     lines += [f"- {n}" for n in notes(report)]
     return "\n".join(lines) + "\n"
