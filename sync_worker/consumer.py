@@ -42,6 +42,8 @@ class StreamConsumer:
         # Raw replies: redis-py's parser drops the ids of deleted entries (6.2) or the list of
         # deleted ids (7.x).
         redis.set_response_callback("XAUTOCLAIM", lambda response, **_: response)
+        # XREADGROUP raw too: entries keep Redis' flat field list; parse reads it positionally.
+        redis.set_response_callback("XREADGROUP", lambda response, **_: response)
 
     async def ensure_groups(self) -> None:
         """Creates the group on every stream (from its first entry), once; safe to repeat."""
@@ -53,17 +55,16 @@ class StreamConsumer:
                     raise
 
     async def read_own(self) -> list[Entry]:
-        streams: dict[Any, Any] = dict.fromkeys(self.partition_of, "0")
-        reply = await self.redis.xreadgroup(
-            CONSUMER_GROUP, self.consumer, streams, count=self.batch
-        )
-        return self._entries(reply)
+        return await self._read("0")
 
     async def read_new(self) -> list[Entry]:
-        streams: dict[Any, Any] = dict.fromkeys(self.partition_of, ">")
-        reply = await self.redis.xreadgroup(
-            CONSUMER_GROUP, self.consumer, streams, count=self.batch, block=self.block_ms
-        )
+        return await self._read(">", "BLOCK", self.block_ms)
+
+    async def _read(self, after: str, *block: Any) -> list[Entry]:
+        reply = await self.redis.execute_command(
+            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.consumer, "COUNT", self.batch, *block,
+            "STREAMS", *self.partition_of, *[after] * len(self.partition_of),
+        )  # fmt: skip
         return self._entries(reply)
 
     async def claim(self) -> tuple[int, list[Entry]]:
@@ -81,7 +82,7 @@ class StreamConsumer:
                 claimed += len(reply[1])
                 # Redis 7 drops entries deleted from the stream from the pending list itself.
                 gone = reply[2] if len(reply) > 2 else []
-                deleted += [Entry(partition, _text(i), {}) for i in gone]
+                deleted += [Entry(partition, _text(i), []) for i in gone]
                 if _bytes(reply[0]) == _ZERO:
                     break
         if claimed:
@@ -128,10 +129,11 @@ class StreamConsumer:
 
     def _entries(self, reply: Any) -> list[Entry]:
         entries = []
-        for stream, items in reply or []:
+        for stream, items in reply.items() if isinstance(reply, dict) else reply or []:
             partition = self.partition_of[_bytes(stream)]
             for stream_id, fields in items:
-                entries.append(Entry(partition, _text(stream_id), dict(fields or {})))
+                # None: deleted from the stream
+                entries.append(Entry(partition, _text(stream_id), fields or []))
         return entries
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from engine import events
-from engine.streams import parse_stream_id
 
 LINE_TYPES = frozenset(
     (
@@ -32,6 +31,7 @@ _INT_FIELDS = (
 )  # fmt: skip
 _TEXT_FIELDS = ("reservation_id", "order_id", "customer_id", "reason", "reference")
 _BIGINT = 2**63
+_EVENT_TYPES = frozenset(events.EVENT_TYPES)
 
 
 class PoisonEvent(Exception):
@@ -40,19 +40,24 @@ class PoisonEvent(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry as read. Empty `fields`: it was deleted from the stream before syncing."""
+    """One stream entry as read: `fields` alternates names and values, as Redis sends them.
+    Empty `fields`: it was deleted from the stream before syncing."""
 
     partition: int
     stream_id: str
-    fields: dict[bytes, bytes]
+    fields: list[bytes]
+
+    def as_dict(self) -> dict[bytes, bytes]:
+        return dict(zip(self.fields[::2], self.fields[1::2], strict=True))
 
     def printable(self) -> dict[str, str]:
         return {
-            k.decode(errors="replace"): v.decode(errors="replace") for k, v in self.fields.items()
+            k.decode(errors="replace"): v.decode(errors="replace")
+            for k, v in self.as_dict().items()
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Row:
     partition: int
     stream_id: str
@@ -75,6 +80,7 @@ class Row:
     backordered: int
     expires_ms: int | None
     data: Any  # decoded JSON, or None
+    data_json: str | None  # the same, as the entry carried it
     ts: int
 
     @property
@@ -82,61 +88,64 @@ class Row:
         return (self.partition, self.stream_id)
 
 
+_FIELD_KEYS = [name.encode() for name in events.FIELDS]
+_FIELD_INDEX = {name: n for n, name in enumerate(events.FIELDS)}
+_INT_AT = tuple(_FIELD_INDEX[name] for name in _INT_FIELDS)
+_RID, _OID, _CID, _REASON, _REF = (_FIELD_INDEX[name] for name in _TEXT_FIELDS)
+_EXPIRES, _DATA = _FIELD_INDEX["expires_at"], _FIELD_INDEX["data"]
+
+
 def parse(entry: Entry) -> Row:
     if not entry.fields:
         raise PoisonEvent("the entry was deleted from the stream before it was synced")
+    raw: list[bytes | None]
+    if entry.fields[::2] == _FIELD_KEYS:  # as every script writes them: no dict needed
+        raw = list(entry.fields[1::2])
+    else:
+        named = entry.as_dict()
+        raw = [named.get(key) for key in _FIELD_KEYS]
+    if None in raw:
+        missing = [name for name, value in zip(events.FIELDS, raw, strict=True) if value is None]
+        raise PoisonEvent(f"missing fields: {', '.join(missing)}")
     try:
-        f = {k.decode(): v.decode() for k, v in entry.fields.items()}
+        f = [value.decode() for value in raw]  # type: ignore[union-attr]
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"not UTF-8: {exc}") from None
-    missing = [name for name in events.FIELDS if name not in f]
-    if missing:
-        raise PoisonEvent(f"missing fields: {', '.join(missing)}")
-    kind, sku, location = f["type"], f["sku"], f["location"]
-    if kind not in events.EVENT_TYPES:
+    kind, sku, location = f[0], f[1], f[2]
+    if kind not in _EVENT_TYPES:
         raise PoisonEvent(f"unknown event type {kind!r}")
     if not sku:
         raise PoisonEvent("empty sku")
     if kind in LINE_TYPES and not location:
         raise PoisonEvent(f"a {kind} event needs a location")
-    n = {name: _int(name, f[name]) for name in _INT_FIELDS}
-    t = {name: f[name] or None for name in _TEXT_FIELDS}
-    if kind in RESERVATION_TYPES and not (t["reservation_id"] and t["customer_id"]):
+    try:
+        n = [int(f[i]) for i in _INT_AT]
+    except ValueError:
+        n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
+    if min(n) <= -_BIGINT or max(n) >= _BIGINT:
+        n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
+    rid, oid, cid = f[_RID] or None, f[_OID] or None, f[_CID] or None
+    reason, reference = f[_REASON] or None, f[_REF] or None
+    if kind in RESERVATION_TYPES and not (rid and cid):
         raise PoisonEvent(f"a {kind} event needs reservation_id and customer_id")
-    data = _json(f["data"]) if f["data"] else None
+    data_json = f[_DATA] or None
+    data = None if data_json is None else _json(data_json)
     if kind == events.SKU_CONFIGURED and not _is_config(data):
         raise PoisonEvent("sku_configured data is not a configuration with locations")
-    expires = _int("expires_at", f["expires_at"]) if f["expires_at"] else None
+    expires = _int("expires_at", f[_EXPIRES]) if f[_EXPIRES] else None
     if kind in (events.RESERVED, events.EXTENDED) and expires is None:
         raise PoisonEvent(f"a {kind} event needs expires_at")
+    ms, _, seq = entry.stream_id.partition("-")
     try:
-        pos = parse_stream_id(entry.stream_id)
+        pos = (int(ms), int(seq or 0))
     except ValueError:
         raise PoisonEvent(f"bad stream id {entry.stream_id!r}") from None
+    d_on_hand, d_reserved, d_committed, on_hand, reserved, committed, available, bo, ts = n
     return Row(
-        partition=entry.partition,
-        stream_id=entry.stream_id,
-        pos=pos,
-        type=kind,
-        sku=sku,
-        location=location,
-        d_on_hand=n["d_on_hand"],
-        d_reserved=n["d_reserved"],
-        d_committed=n["d_committed"],
-        on_hand=n["on_hand"],
-        reserved=n["reserved"],
-        committed=n["committed"],
-        available=n["available"],
-        reservation_id=t["reservation_id"],
-        order_id=t["order_id"],
-        customer_id=t["customer_id"],
-        reason=t["reason"],
-        reference=t["reference"],
-        backordered=n["backordered"],
-        expires_ms=expires,
-        data=data,
-        ts=n["ts"],
-    )
+        entry.partition, entry.stream_id, pos, kind, sku, location, d_on_hand, d_reserved,
+        d_committed, on_hand, reserved, committed, available, rid, oid, cid, reason, reference, bo,
+        expires, data, data_json, ts,
+    )  # fmt: skip
 
 
 def _text(raw: bytes) -> str:

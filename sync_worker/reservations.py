@@ -16,7 +16,7 @@ from typing import Any
 from engine import events
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class ResEvent:
     pos: tuple[int, int]
     type: str

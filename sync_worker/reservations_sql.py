@@ -14,7 +14,7 @@ from psycopg import AsyncCursor
 
 from engine.restore import request_fingerprint
 from engine.types import Allocation, ReservationLine
-from sync_worker.db import columns, epoch_ms, ms
+from sync_worker.db import epoch_ms, ms
 from sync_worker.entries import RESERVATION_TYPES
 from sync_worker.reservations import ResEvent, State, rebuild
 
@@ -27,26 +27,30 @@ SELECT reservation_id, partition, split_part(stream_id, '-', 1)::bigint,
 FROM inventory_transactions
 WHERE reservation_id = ANY(%s) AND type = ANY(%s)
 """
-_DELETE_LINES = """DELETE FROM reservation_lines
-WHERE (reservation_id, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"""
-_UPSERT = f"""
+# The rebuilt rows go in with COPY to staging tables (see writer.STAGING), then set-based SQL.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS sync_reservations (k text, p int, c text, st text, o text,
+    e bigint, x int, fp text, f text, ca bigint, fin bigint) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS sync_lines (k text, p int, n int, l text, a int, s text,
+    q bigint, bo bigint, ff bigint, he bool) ON COMMIT DELETE ROWS;
+"""
+_COPY_RESERVATIONS = "COPY sync_reservations FROM STDIN"
+_COPY_LINES = "COPY sync_lines FROM STDIN"
+_WRITE = f"""
+DELETE FROM reservation_lines
+WHERE (reservation_id, partition) IN (SELECT k, p FROM sync_reservations);
 INSERT INTO reservations AS r (reservation_id, partition, customer_id, status, order_id,
     expires_at, extensions, fingerprint, fulfilments, created_at, finished_at, updated_at)
 SELECT k, p, c, st, o, {ms("e")}, x, fp, f::jsonb, {ms("ca")}, {ms("fin")}, now()
-FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::int[],
-    %s::text[], %s::text[], %s::bigint[], %s::bigint[])
-  AS u(k, p, c, st, o, e, x, fp, f, ca, fin)
+FROM sync_reservations ORDER BY k, p
 ON CONFLICT (reservation_id, partition) DO UPDATE SET customer_id = EXCLUDED.customer_id,
     status = EXCLUDED.status, order_id = EXCLUDED.order_id, expires_at = EXCLUDED.expires_at,
     extensions = EXCLUDED.extensions, fingerprint = EXCLUDED.fingerprint,
     fulfilments = EXCLUDED.fulfilments, created_at = EXCLUDED.created_at,
-    finished_at = EXCLUDED.finished_at, updated_at = now()
-"""
-_LINES = """
+    finished_at = EXCLUDED.finished_at, updated_at = now();
 INSERT INTO reservation_lines (reservation_id, partition, line_no, location, alloc_no, sku,
     quantity, backordered, fulfilled, hold_expired)
-SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::text[], %s::int[], %s::text[],
-    %s::bigint[], %s::bigint[], %s::bigint[], %s::bool[])
+SELECT * FROM sync_lines;
 """
 
 
@@ -65,11 +69,14 @@ async def refresh(cur: AsyncCursor, keys: list[tuple[str, int]]) -> None:
     if not states:
         return
     done = sorted(states)
-    await cur.execute(_DELETE_LINES, ([k for k, _ in done], [p for _, p in done]))
-    await cur.execute(_UPSERT, columns([_reservation_row(k, states[k]) for k in done], 11))
-    lines = [row for k in done for row in _line_rows(k, states[k])]
-    if lines:
-        await cur.execute(_LINES, columns(lines, 10))
+    async with cur.copy(_COPY_RESERVATIONS) as copy:
+        for key in done:
+            await copy.write_row(_reservation_row(key, states[key]))
+    async with cur.copy(_COPY_LINES) as copy:
+        for key in done:
+            for row in _line_rows(key, states[key]):
+                await copy.write_row(row)
+    await cur.execute(_WRITE)
 
 
 def _reservation_row(key: tuple[str, int], s: State) -> tuple[Any, ...]:

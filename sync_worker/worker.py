@@ -3,6 +3,7 @@
 Each round: read a batch (own pending entries first, then claims of dead consumers' entries, then
 new ones), write it in ONE Postgres transaction, commit, then XACK. A crash anywhere before the
 XACK redelivers the batch and the ledger's unique (partition, stream_id) turns it into a no-op.
+In steady state the next batch is read and parsed while the current one is being written.
 
 Postgres unavailable: back off and retry the same batch, reading nothing new, acknowledging
 nothing. A batch Postgres refuses for its content (DataError, IntegrityError) is split into single
@@ -17,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 import psycopg
 from redis.asyncio import Redis
@@ -29,7 +31,7 @@ from sync_worker.db import connect
 from sync_worker.entries import Entry, PoisonEvent, Row, parse
 from sync_worker.metrics import WorkerMetrics
 from sync_worker.settings import WorkerSettings
-from sync_worker.writer import BatchResult, write_batch
+from sync_worker.writer import BatchResult, prepare, write_batch
 
 log = logging.getLogger("flashsale.sync")
 UPKEEP_S = 1.0  # trim and lag gauges at most this often
@@ -39,6 +41,31 @@ _DETERMINISTIC = (psycopg.DataError, psycopg.IntegrityError)
 
 class Stopping(Exception):
     """Stop was requested while waiting for a server: the batch in hand stays pending."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A batch as read, and what it becomes: ledger rows, and poison entries with the reason."""
+
+    batch: list[Entry]
+    rows: list[Row]
+    dead: list[tuple[Entry, str]]
+    entry_of: dict[tuple[int, str], Entry]
+
+
+def parse_batch(batch: list[Entry]) -> Parsed:
+    rows: list[Row] = []
+    dead: list[tuple[Entry, str]] = []
+    entry_of: dict[tuple[int, str], Entry] = {}
+    for entry in batch:
+        try:
+            row = parse(entry)
+        except PoisonEvent as exc:
+            dead.append(_poison(entry, str(exc)))
+            continue
+        rows.append(row)
+        entry_of[row.key] = entry
+    return Parsed(batch, rows, dead, entry_of)
 
 
 class SyncWorker:
@@ -64,11 +91,19 @@ class SyncWorker:
     async def run(self) -> None:
         log.info("sync worker %s on %d partition(s)", self.streams.consumer, self.schema.partitions)
         own, next_claim, next_upkeep, failures = True, 0.0, 0.0, 0
+        # While one batch is written, the next is read and parsed: Postgres works on one core
+        # while this process works on the other. Those entries are pending for this consumer
+        # until acknowledged, so crashing with them in hand loses nothing; stop() writes them too.
+        ahead: asyncio.Task[Parsed] | None = None
         try:
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() or ahead is not None:
                 try:
                     now = time.monotonic()
-                    if own:
+                    parsed: Parsed | None = None
+                    if ahead is not None:
+                        parsed, ahead = await ahead, None
+                        batch = parsed.batch
+                    elif own:
                         await self.streams.ensure_groups()  # again after a Redis flush
                         batch = await self.streams.read_own()
                         own = bool(batch)
@@ -79,7 +114,9 @@ class SyncWorker:
                     else:
                         batch = await self.streams.read_new()
                     if batch:
-                        await self.process(batch)
+                        if not (own or now >= next_claim or self.stopping.is_set()):
+                            ahead = asyncio.create_task(self._read_ahead())
+                        await self.process(batch, parsed)
                     if now >= next_upkeep:
                         next_upkeep = now + UPKEEP_S
                         await self._upkeep()
@@ -90,28 +127,24 @@ class SyncWorker:
                     self.metrics.redis_errors.inc()
                     failures += 1
                     log.warning("Redis call failed (%s); retrying", exc)
-                    own = True
+                    own = True  # whatever a read ahead took is pending: read it again
+                    await _cancel(ahead)
+                    ahead = None
                     await self._pause(_backoff(failures))
         except Stopping:
             log.warning("stopped while a server was unavailable: the batch stays pending")
         finally:
+            await _cancel(ahead)
             await self._close()
         log.info("sync worker %s stopped", self.streams.consumer)
 
-    async def process(self, batch: list[Entry]) -> BatchResult:
+    async def _read_ahead(self) -> Parsed:
+        return parse_batch(await self.streams.read_new())
+
+    async def process(self, batch: list[Entry], parsed: Parsed | None = None) -> BatchResult:
         started = time.perf_counter()
-        rows: list[Row] = []
-        dead: list[tuple[Entry, str]] = []
-        entry_of: dict[tuple[int, str], Entry] = {}
-        for entry in batch:
-            try:
-                row = parse(entry)
-            except PoisonEvent as exc:
-                dead.append(_poison(entry, str(exc)))
-                continue
-            rows.append(row)
-            entry_of[row.key] = entry
-        result = await self._store(rows, dead, entry_of)
+        p = parse_batch(batch) if parsed is None else parsed
+        result = await self._store(p.rows, p.dead, p.entry_of)
         await self.streams.ack(batch)
         self.metrics.events.labels("inserted").inc(result.inserted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
@@ -133,7 +166,7 @@ class SyncWorker:
                     rows, dead = [], [_poison(entry_of[rows[0].key], _describe(exc))]
                 else:  # even its dead letter is refused: keep the id and the reason only
                     entry, why = dead[0]
-                    dead = [(Entry(entry.partition, entry.stream_id, {}), f"{why}; {exc}")]
+                    dead = [(Entry(entry.partition, entry.stream_id, []), f"{why}; {exc}")]
             except (psycopg.Error, OSError) as exc:
                 self.metrics.postgres_errors.inc()
                 failures += 1
@@ -162,7 +195,13 @@ class SyncWorker:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
-            self._conn = await connect(self.database_url)
+            conn = await connect(self.database_url)
+            try:
+                await prepare(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     async def _close(self) -> None:
@@ -187,6 +226,15 @@ def _poison(entry: Entry, why: str) -> tuple[Entry, str]:
         entry.partition, entry.stream_id, why,
     )  # fmt: skip
     return entry, why
+
+
+async def _cancel(task: asyncio.Task[Parsed] | None) -> None:
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, RedisError, OSError):
+            pass  # its entries, if any were delivered, stay pending for this consumer
 
 
 def _backoff(failures: int) -> float:

@@ -1,9 +1,10 @@
 """One batch of stream entries → one Postgres transaction (DESIGN §5).
 
 Ledger rows go in with `ON CONFLICT (partition, stream_id) DO NOTHING RETURNING`; only the rows
-that came back (new ones, not redeliveries) touch skus, levels and reservations. Every statement
-sends whole columns as arrays (`unnest`), so a batch costs a handful of round trips, not one per
-event. Rows are handled in a fixed order (by key) so concurrent workers lock in the same order.
+that came back (new ones, not redeliveries) touch skus, levels and reservations. Bulk rows reach
+Postgres by COPY into staging tables (psycopg formats them in C), the rest as arrays (`unnest`),
+so a batch costs a handful of round trips, not one per event. Rows are written in a fixed order
+(by key) so concurrent workers lock in the same order.
 """
 
 from __future__ import annotations
@@ -13,23 +14,29 @@ from dataclasses import dataclass
 
 import orjson
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.types.json import set_json_loads
 
 from engine import events
 from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
 from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
 
+# Per-connection staging tables: a batch goes in with COPY (rows formatted by psycopg's C code,
+# not one array literal per column), then one INSERT … SELECT moves it into the ledger.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS sync_ledger (p int, s text, t text, k text, l text, doh bigint,
+    drs bigint, dcm bigint, oh bigint, rs bigint, cm bigint, av bigint, rid text, oid text,
+    cid text, rsn text, ref text, bo bigint, exp bigint, d text, ts bigint) ON COMMIT DELETE ROWS;
+"""
+_COPY_LEDGER = "COPY sync_ledger FROM STDIN"
 _LEDGER = f"""
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, reservation_id, order_id,
     customer_id, reason, reference, backordered, expires_at, data, occurred_at)
 SELECT p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, {ms("exp")},
     d::jsonb, {ms("ts")}
-FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
-    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-    %s::text[], %s::bigint[])
-  AS u(p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, exp, d, ts)
+FROM sync_ledger
+ORDER BY p, s
 ON CONFLICT (partition, stream_id) DO NOTHING
 RETURNING partition, stream_id
 """
@@ -76,10 +83,17 @@ class BatchResult:
     dead: int
 
 
+async def prepare(conn: AsyncConnection) -> None:
+    """Creates this connection's staging tables; once per connection, before its first batch."""
+    set_json_loads(orjson.loads, conn)  # the reservation rebuild reads a JSON column per row
+    async with conn.transaction():
+        await conn.execute(STAGING + reservations_sql.STAGING)
+
+
 async def write_batch(
     conn: AsyncConnection, rows: list[Row], dead: list[tuple[Entry, str]]
 ) -> BatchResult:
-    unique = sorted({row.key: row for row in rows}.values(), key=lambda r: r.key)
+    unique = {(row.partition, row.stream_id): row for row in rows}
     async with conn.transaction(), conn.cursor() as cur:
         fresh = await _insert_ledger(cur, unique)
         await _upsert_names(cur, fresh)
@@ -93,38 +107,21 @@ async def write_batch(
     return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
 
 
-async def _insert_ledger(cur: AsyncCursor, rows: list[Row]) -> list[Row]:
+async def _insert_ledger(cur: AsyncCursor, rows: dict[tuple[int, str], Row]) -> list[Row]:
     if not rows:
         return []
-    values = [
-        (
-            r.partition,
-            r.stream_id,
-            r.type,
-            r.sku,
-            r.location,
-            r.d_on_hand,
-            r.d_reserved,
-            r.d_committed,
-            r.on_hand,
-            r.reserved,
-            r.committed,
-            r.available,
-            r.reservation_id,
-            r.order_id,
-            r.customer_id,
-            r.reason,
-            r.reference,
-            r.backordered,
-            r.expires_ms,
-            None if r.data is None else orjson.dumps(r.data).decode(),
-            r.ts,
-        )  # fmt: skip
-        for r in rows
-    ]
-    await cur.execute(_LEDGER, columns(values, 21))
-    inserted = {(p, s) for p, s in await cur.fetchall()}
-    return [r for r in rows if r.key in inserted]
+    async with cur.copy(_COPY_LEDGER) as copy:
+        for r in rows.values():
+            await copy.write_row(
+                (
+                    r.partition, r.stream_id, r.type, r.sku, r.location, r.d_on_hand,
+                    r.d_reserved, r.d_committed, r.on_hand, r.reserved, r.committed, r.available,
+                    r.reservation_id, r.order_id, r.customer_id, r.reason, r.reference,
+                    r.backordered, r.expires_ms, r.data_json, r.ts,
+                )
+            )  # fmt: skip
+    await cur.execute(_LEDGER)
+    return [rows[(p, s)] for p, s in await cur.fetchall()]
 
 
 async def _upsert_names(cur: AsyncCursor, rows: list[Row]) -> None:

@@ -78,8 +78,29 @@ def latency_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def sync_lines(report: BenchReport) -> list[str]:
+    s = report.sync
+    if s is None:
+        return []
+    mix = ", ".join(f"{kind} {count:,}" for kind, count in sorted(s.mix.items()))
+    lines = [
+        f"sync worker draining a backlog of {s.events:,} events (batches of {s.batch_size}; {mix}):"
+    ]
+    lines += [
+        f"  {r.workers} worker(s) on {r.partitions} partition(s): {r.events_per_s:,.0f} events/s "
+        f"({r.events:,} in {r.seconds:.2f} s, {r.ledger_rows:,} ledger rows, "
+        f"worker CPU {r.worker_cpu_s:.1f} s)"
+        for r in s.runs
+    ]
+    return lines
+
+
 def notes(report: BenchReport) -> list[str]:
-    return latency_lines(report) + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+    return (
+        latency_lines(report)
+        + sync_lines(report)
+        + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
+    )
 
 
 def markdown(report: BenchReport) -> str:
@@ -87,11 +108,14 @@ def markdown(report: BenchReport) -> str:
     lines = [
         f"{cfg['units']:,} units, {cfg['buyers']} buyers, sold-out phase "
         f"{cfg['soldout_seconds']} s; machine: {machine()}",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if c == "design" else "---:" for c in COLUMNS) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
+    if report.results:  # `--designs sync` alone sells nothing
+        lines += [
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "|".join("---" if c == "design" else "---:" for c in COLUMNS) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
     lines += ["", memory_line(report) + "."]
     lines += [f"- {n}" for n in notes(report)]
     return "\n".join(lines) + "\n"
@@ -106,6 +130,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "results": [r.as_dict() for r in report.results],
         "memory": memory,
         "latency": latency,
+        "sync": None if report.sync is None else report.sync.as_dict(),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
     }
 

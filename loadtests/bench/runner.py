@@ -9,11 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import EngineSettings
-from loadtests.bench import http_design, latency, memory, pg_designs, redis_designs
+from loadtests.bench import http_design, latency, memory, pg_designs, redis_designs, sync_design
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
+from sync_worker.settings import WorkerSettings
 
-DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional")
+DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional", "sync")
+SELLING_DESIGNS = DESIGNS[:-1]  # `sync` sells nothing: it times the worker on a backlog
+SYNC_EVENTS_PER_UNIT = 10
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,15 @@ class BenchConfig:
     latency_calls: int
     redis_url: str
     database_url: str
-    settings: EngineSettings
+    settings: WorkerSettings  # the engine designs read its engine part; `sync` its batch size
     api_workers: int = http_design.API_WORKERS
     # How engine-http starts its API; the command line passes `flashsale serve` in child processes.
     start_api: http_design.StartApi | None = None
+    sync_events: int | None = None  # None: SYNC_EVENTS_PER_UNIT per unit
+
+    @property
+    def sync_backlog(self) -> int:
+        return self.sync_events or self.units * SYNC_EVENTS_PER_UNIT
 
 
 @dataclass
@@ -38,6 +45,7 @@ class BenchReport:
     results: list[DesignResult] = field(default_factory=list)
     memory: memory.MemoryResult | None = None
     latency: latency.LatencyResult | None = None
+    sync: sync_design.SyncResult | None = None
     bench_peak_rss_mib: float = 0.0
 
 
@@ -124,6 +132,11 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             cfg.settings, cfg.redis_url, cfg.latency_calls, run_id
         )
     for design in cfg.designs:
+        if design == "sync":
+            report.sync = await sync_design.measure(
+                cfg.settings, cfg.redis_url, cfg.database_url, cfg.sync_backlog, progress
+            )
+            continue
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
         report.results.append(await run_design(design, cfg, run_id))
     engine = next((r for r in report.results if r.design == "engine"), None)
