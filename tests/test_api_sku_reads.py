@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.test_api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
 
 
 @pytest.fixture

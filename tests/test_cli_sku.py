@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from engine.config import Settings
 from flashsale.cli import app
+from flashsale.settings import Settings
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from api.app import create_app
 from api.console.live import ConsoleFeed
 from api.console.session import COOKIE_NAME, SessionSigner
 from api.console.stats import StatsRecorder, read_seconds
-from engine.config import Settings
-from tests.test_api_harness import (
+from flashsale.settings import Settings
+from tests.api_harness import (
     ADMIN,
     ADMIN_KEY,
     STOREFRONT,
@@ -32,7 +32,7 @@ from tests.test_api_harness import (
     assert_problem,
     running_api,
 )
-from tests.test_worker_support import running_worker, wait_synced
+from tests.worker_support import running_worker, wait_synced
 
 
 @pytest.fixture

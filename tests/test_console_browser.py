@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from engine.config import Settings
 from flashsale.demo import DEMO_SKU, seed
-from tests.test_api_harness import ADMIN, ADMIN_KEY, STOREFRONT, STOREFRONT_KEY, api_settings
+from flashsale.settings import Settings
+from tests.api_harness import ADMIN, ADMIN_KEY, STOREFRONT, STOREFRONT_KEY, api_settings
 from tests.test_console import serving
 
 CHROMIUM = Path("/usr/bin/chromium")

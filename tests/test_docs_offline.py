@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.test_api_harness import Api, api_settings, running_api
+from tests.api_harness import Api, api_settings, running_api
 
 
 @pytest.fixture

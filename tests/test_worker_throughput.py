@@ -8,11 +8,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.config import Settings
 from engine.streams import CONSUMER_GROUP, partition_lag
+from flashsale.settings import Settings
 from loadtests.bench import sync_design
 from sync_worker.db import libpq_url
-from tests.test_worker_support import Load, running_worker, seed, start_engine, wait_synced
+from tests.worker_support import Load, running_worker, seed, start_engine, wait_synced
 
 
 def query(cfg: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
