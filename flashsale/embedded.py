@@ -18,6 +18,7 @@ from engine.config import Settings
 from flashsale.postgres_server import EmbeddedPostgres
 from flashsale.procs import EmbeddedServer, EmbeddedServerError, Progress, no_progress
 from flashsale.redis_server import EmbeddedRedis
+from flashsale.ui import servers_in_use
 
 __all__ = [
     "EmbeddedPostgres",
@@ -63,6 +64,7 @@ def start_services(settings: Settings, progress: Progress = no_progress) -> Serv
         # A half-started stack (Redis up, Postgres failed) must not linger.
         Services("", "", started).stop()
         raise
+    servers_in_use.update(Redis=redis_url, Postgres=database_url)
     return Services(redis_url, database_url, started)
 
 
