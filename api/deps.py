@@ -94,7 +94,12 @@ async def authorize_reservation(
         return reservation_id
     if not token:
         raise ApiProblem(403, "forbidden", "X-Reservation-Token is required for this reservation")
-    raise ApiProblem(403, "forbidden", "the reservation token does not match this reservation")
+    raise ApiProblem(
+        403,
+        "forbidden",
+        "the reservation token does not match this reservation (was it issued by a server with "
+        "another FLASHSALE_TOKEN_SECRET?)",
+    )
 
 
 # The path's reservation id, once the caller has shown it may act on that reservation.

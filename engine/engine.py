@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,6 +18,9 @@ from typing import Any
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine import calls
 from engine import events as event
@@ -49,6 +53,12 @@ from engine.types import (
 )
 
 _LOCATION_CACHE_SIZE = 100_000
+# What a restart or failover of Redis looks like to a client (LOADING is a ConnectionError);
+# a script error is not among them: retrying would hide a bug.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_SWEEPER_BACKOFF_MAX_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class ReservationEngine:
@@ -498,11 +508,24 @@ class ReservationEngine:
         return total
 
     async def run_sweeper(self, stop: asyncio.Event, interval: float | None = None) -> None:
+        """Sweeps every `interval` seconds until `stop` is set. A Redis outage is waited out
+        (retries back off from 0.1 s to 5 s), logged once when it starts and once when it ends."""
         period = self.settings.sweeper_interval_seconds if interval is None else interval
+        failures = 0
         while not stop.is_set():
-            await self.sweep()
             try:
-                await asyncio.wait_for(stop.wait(), timeout=period)
+                await self.sweep()
+            except _OUTAGE as exc:
+                if failures == 0:
+                    log.warning("sweeper: Redis unavailable (%s); retrying with backoff", exc)
+                failures += 1
+                pause = min(_SWEEPER_BACKOFF_MAX_S, 0.1 * 2 ** min(failures - 1, 10))
+            else:
+                if failures:
+                    log.info("sweeper: Redis reachable again after %d failed pass(es)", failures)
+                failures, pause = 0, period
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=pause)
             except TimeoutError:
                 pass
 

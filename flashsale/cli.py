@@ -21,7 +21,7 @@ from flashsale.commands import (
     sweeper,
     worker,
 )
-from flashsale.ui import EXIT_CONFIG, EXIT_FAILURE
+from flashsale.ui import EXIT_CONFIG, EXIT_FAILURE, unreachable_message
 
 app = typer.Typer(
     name="flashsale",
@@ -51,3 +51,10 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         code = EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_FAILURE
         raise SystemExit(code) from None
+    except Exception as exc:
+        # A server that does not answer is the operator's to fix, not a bug: one line naming it.
+        message = unreachable_message(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None

@@ -13,11 +13,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from engine.errors import FlashsaleError
 
 Progress = Callable[[str], None]
+# A running process told apart from a later one that got the same pid: (pid, start time).
+Identity = tuple[int, str | None]
 
 HOST = "127.0.0.1"  # loopback only: the embedded servers ask no password of whoever connects
 
@@ -81,6 +83,17 @@ def runs_program(pid: int, program: str) -> bool:
     return True  # no /proc (macOS): trust the pid
 
 
+def started_at(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing parenthesis.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -125,6 +138,19 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def try_lock(path: Path) -> IO[str] | None:
+    """An exclusive lock held while the returned file stays open (and released if the process
+    dies, however), or None when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -175,14 +201,22 @@ class EmbeddedServer(abc.ABC):
     def is_running(self) -> bool:
         return self._live() is not None
 
-    def stop(self, progress: Progress = no_progress) -> bool:
-        """Stop the server if it runs; True when there was one to stop."""
+    def identity(self) -> Identity | None:
+        """Which process runs the server now (answering or not), else None."""
+        live = self._live(answering=False)
+        return (live[0], started_at(live[0])) if live else None
+
+    def stop(self, progress: Progress = no_progress, only: Identity | None = None) -> bool:
+        """Stop the server if it runs (with `only`: if it still is that process, not one another
+        program started since); True when there was one to stop."""
         with locked(self.lock_path):
             # A server that hangs without answering must still be stopped.
             live = self._live(answering=False)
             if live is None:
                 return False
             pid, port = live
+            if only is not None and (pid, started_at(pid)) != only:
+                return False
             progress(f"stopping {self.name} (pid {pid})")
             self._shut_down(pid, port)
             return True

@@ -147,7 +147,10 @@ async def test_each_reservation_call_asks_a_storefront_key_for_the_token(
     assert detail == "X-Reservation-Token is required for this reservation"
     wrong = await api.client.request(method, url, json=body, headers=with_token("A" * 43))
     detail = assert_problem(wrong, 403, "forbidden")["detail"]
-    assert detail == "the reservation token does not match this reservation"
+    assert detail == (
+        "the reservation token does not match this reservation (was it issued by a server with "
+        "another FLASHSALE_TOKEN_SECRET?)"
+    )
     untouched = await api.client.get(f"/v1/reservations/{rid}", headers=ADMIN)
     assert untouched.json()["status"] == "held" and untouched.json()["extensions"] == 0
     assert (await api.level())["reserved"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ from flashsale.embedded import (
     start_services,
     stop_services,
 )
+from flashsale.procs import pid_alive, wait_until
 from flashsale.settings import Settings
 
 
@@ -156,3 +158,40 @@ def test_settings_point_at_the_test_servers(
 ) -> None:
     assert (settings.redis_url, settings.database_url) == (redis_url, pg_database_url)
     assert settings.data_dir == tmp_path / "data"
+
+
+def test_services_stop_leaves_a_server_someone_else_started_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = Settings(redis_url=None, database_url=database_url, data_dir=tmp_path)
+    services = start_services(settings)
+    redis_server = EmbeddedRedis(tmp_path)
+    try:
+        first = json.loads(redis_server.state_path.read_text())["pid"]
+        os.kill(first, signal.SIGKILL)  # ours dies...
+        assert wait_until(lambda: not pid_alive(first), 10)
+        assert redis_server.start() == services.redis_url  # ...and another process starts one
+        services.stop()
+        assert redis_server.is_running()  # not ours: left alone
+    finally:
+        redis_server.stop()
+
+
+def test_a_command_that_starts_a_server_says_so_once(tmp_path: Path, pg_database_url: str) -> None:
+    from sync_worker import migrations
+    from tests.test_cli import run_cli
+
+    migrations.upgrade(pg_database_url)
+    env = {"FLASHSALE_DATA_DIR": str(tmp_path / "data"), "FLASHSALE_DATABASE_URL": pg_database_url}
+    try:
+        first = run_cli("reconcile", cwd=tmp_path, timeout=60, **env)
+        assert first.returncode == 0, first.stderr
+        redis_url = EmbeddedRedis(tmp_path / "data").url
+        assert redis_url is not None
+        notes = first.stderr.strip().splitlines()
+        assert len(notes) == 1 and notes[0].startswith(f"started Redis ({redis_url})"), notes
+        assert "keep running" in notes[0] and "flashsale services down" in notes[0]
+        again = run_cli("reconcile", cwd=tmp_path, timeout=60, **env)
+        assert again.returncode == 0 and again.stderr == "", again.stderr  # nothing started
+    finally:
+        EmbeddedRedis(tmp_path / "data").stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +22,11 @@ def sweeper(
     ] = None,
     once: Annotated[bool, typer.Option(help="Sweep once and exit.")] = False,
 ) -> None:
-    """Reclaim every hold past its deadline, on every SKU, until SIGTERM/Ctrl-C."""
+    """Reclaim every hold past its deadline, on every SKU, until SIGTERM/Ctrl-C.
+
+    A Redis outage does not stop it: it retries with backoff (up to 5 s) and logs once when
+    Redis goes away and once when it is back."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def work(engine: ReservationEngine) -> None:
         if once:
