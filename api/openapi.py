@@ -22,11 +22,12 @@ _DESCRIPTIONS = {
     401: "No API key, or an unknown one",
     403: "Wrong role, or a missing or wrong X-Reservation-Token",
     404: "Unknown SKU, location or reservation",
-    409: "Refused: insufficient stock, idempotency conflict, stale quantity, wrong state, …",
+    409: "Refused: insufficient stock, purchase limit or hold cap reached, idempotency conflict, "
+    "stale quantity, wrong state, …",
     410: "The reservation expired",
     413: "Request body too large",
     422: "Invalid request (validation)",
-    429: "Purchase limit, hold cap or rate limit reached (Retry-After on rate limits)",
+    429: "Rate limit reached; retry after Retry-After seconds",
     503: "Redis or Postgres unavailable; retry",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
