@@ -18,7 +18,7 @@ from api.auth import KeyRing, ReservationTokens
 from api.deps import ApiContext
 from api.ledger import Ledger
 from api.metrics import Metrics
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
 from api.routes import inventory, ops, reservations, skus
@@ -94,6 +94,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_openapi(app, settings)
     docs.install(app)
     # Last added runs first: metrics see every response, including the body cap's 413.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     console.install(app, settings)

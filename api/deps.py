@@ -1,6 +1,7 @@
 """What a route needs, as FastAPI dependencies: the per-process context and the caller.
 
-Ctx                    the ApiContext the lifespan built (engine, ledger, keys, limiter, metrics)
+Ctx                    the ApiContext the lifespan built (engine, ledger, keys, limiter, metrics,
+                       the shared readiness verdict)
 Storefront             the Caller of any valid key (admin included: admin can do everything)
 AuthorizedReservation  the path's reservation id, once the caller showed an admin key or that
                        reservation's X-Reservation-Token; otherwise 403
@@ -11,7 +12,7 @@ A route that needs the caller checked but not named lists `Depends(authenticate)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -22,6 +23,8 @@ from api.ledger import Ledger
 from api.metrics import Metrics
 from api.problems import ApiProblem
 from api.ratelimit import RateLimiter
+from api.readiness import SharedProbe
+from api.schemas.ops import ReadyOut
 from api.settings import ApiSettings
 from engine.engine import ReservationEngine
 from engine.types import ID_PATTERN
@@ -36,6 +39,7 @@ class ApiContext:
     tokens: ReservationTokens
     limiter: RateLimiter
     metrics: Metrics
+    readiness: SharedProbe[ReadyOut] = field(default_factory=SharedProbe)
 
 
 async def get_ctx(request: Request) -> ApiContext:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: the request body cap and the request metrics.
+"""Pure ASGI middleware: the request body cap, JSON bodies only, and the request metrics.
 
 Pure ASGI rather than BaseHTTPMiddleware: no extra task per request on the hot path.
 """
@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import Metrics
+from api.openapi import takes_json_body
 from api.problems import problem
 
 # Any token is a valid method to uvicorn: unknown ones share one label to bound the series.
@@ -70,6 +71,40 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+class JsonBodyMiddleware:
+    """Answers 415 to a body that is not JSON on a route that takes a JSON body.
+
+    FastAPI hands a text/plain or form body to the model as bytes (a 422 saying "valid
+    dictionary", which sends the client looking in the wrong place) and reads a body without any
+    Content-Type as JSON. JSON means `application/json` or `application/*+json`, parameters
+    (charset) allowed. Routes that take no body, and requests without one, pass unchecked; which
+    routes take one is the OpenAPI document's `requestBody`, looked up only for a body that is not
+    JSON, so the hot path pays a header parse.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        content_type = _header(scope, b"content-type")
+        if _is_json(content_type) or not takes_json_body(
+            scope["app"], scope["method"], scope["path"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        given = content_type or "none"
+        response = problem(
+            415,
+            "unsupported_media_type",
+            f"the request body must be JSON (Content-Type: application/json), not {given}",
+            extra={"content_type": content_type, "accepted": ["application/json"]},
+        )
+        await response(scope, receive, send)
+
+
 class MetricsMiddleware:
     """Counts every response by route template (not raw path: ids would explode the series)."""
 
@@ -100,10 +135,30 @@ class MetricsMiddleware:
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
     return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _content_length(scope)
+    if length is not None:
+        return length > 0
+    return _header(scope, b"transfer-encoding") is not None  # chunked: a body of unknown size
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))

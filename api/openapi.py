@@ -22,11 +22,13 @@ _DESCRIPTIONS = {
     401: "No API key, or an unknown one",
     403: "Wrong role, or a missing or wrong X-Reservation-Token",
     404: "Unknown SKU, location or reservation",
-    409: "Refused: insufficient stock, idempotency conflict, stale quantity, wrong state, …",
+    409: "Refused: insufficient stock, purchase limit or hold cap reached, idempotency conflict, "
+    "stale quantity, wrong state, …",
     410: "The reservation expired",
     413: "Request body too large",
+    415: "The body is not JSON: send Content-Type: application/json",
     422: "Invalid request (validation)",
-    429: "Purchase limit, hold cap or rate limit reached (Retry-After on rate limits)",
+    429: "Rate limit reached; retry after Retry-After seconds",
     503: "Redis or Postgres unavailable; retry",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -57,6 +59,8 @@ def _with_problems(schema: dict[str, Any]) -> dict[str, Any]:
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     for path in schema.get("paths", {}).values():
         for operation in path.values():
+            if "requestBody" in operation:  # JsonBodyMiddleware refuses any other media type
+                operation["responses"].setdefault("415", {"description": _DESCRIPTIONS[415]})
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}
@@ -87,10 +91,23 @@ def allowed_methods(app: FastAPI, path: str) -> str | None:
     Starlette names only the first route that matched the path, which for /v1/reservations/{id}
     (GET and DELETE are two routes) would leave one out.
     """
+    operations = _operations(app, path)
+    if operations is None:
+        return None
+    methods = {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return ", ".join(sorted(methods))
+
+
+def takes_json_body(app: FastAPI, method: str, path: str) -> bool:
+    """Whether the document declares a JSON request body for this method and path."""
+    operation = (_operations(app, path) or {}).get(method.lower(), {})
+    return "application/json" in operation.get("requestBody", {}).get("content", {})
+
+
+def _operations(app: FastAPI, path: str) -> dict[str, Any] | None:
     for template, operations in app.openapi().get("paths", {}).items():
         if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), path):
-            methods = {method.upper() for method in operations}
-            if "GET" in methods:
-                methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
-            return ", ".join(sorted(methods))
+            return dict(operations)
     return None

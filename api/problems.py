@@ -39,10 +39,12 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.InvariantViolation: 409,
     errors.SaleNotStarted: 409,
     errors.SaleEnded: 409,
+    # Per-customer caps conflict with what the customer already holds or bought: waiting lifts
+    # neither (releasing a hold does), so not 429, which clients and proxies retry on a timer.
+    # 429 is the rate limiter's alone.
+    errors.PurchaseLimitExceeded: 409,
+    errors.TooManyHolds: 409,
     errors.ReservationExpired: 410,
-    # Per-customer caps: the caller may succeed later, as with a rate limit.
-    errors.PurchaseLimitExceeded: 429,
-    errors.TooManyHolds: 429,
 }
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}

@@ -127,6 +127,8 @@ class ReservationEngine:
             raise InvalidRequest(f"allocation_strategy must be one of {ALLOCATION_STRATEGIES}")
         for loc in config.locations:
             check.check_id("location", loc.location)
+        check.check_time("sale_starts_at", config.sale_starts_at)
+        check.check_time("sale_ends_at", config.sale_ends_at)
         part = self.keys.for_sku(sku)
         payload = {
             "locations": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 AllocationStrategy = Literal["prioritize-sorting-order", "prioritize-high-stock"]
@@ -27,14 +27,23 @@ ReservationStatus = Literal["held", "committed", "fulfilled", "released", "expir
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,63}$")  # fullmatch: "$" admits a "\n"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Integer arithmetic throughout: a float of seconds rounds 23:59:59.999999 up to the next second.
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MS
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MS
+
+
 def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    # Clamped, not refused: a stored time outside datetime's years 1..9999 (written before dates
+    # were bounded, or restored from such a ledger) must not make every read of it fail.
+    return _EPOCH + timedelta(milliseconds=min(max(ms, _MIN_MS), _MAX_MS))
 
 
 def datetime_to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    return (value - _EPOCH) // _MS  # exact for any offset, even one whose UTC year is 0 or 10000
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from engine.config import EngineSettings
 from engine.errors import InvalidQuantity, InvalidRequest, TtlOutOfRange
 from engine.types import ID_PATTERN, REASONS, CartLine, FulfilLine
+
+# The times a SKU may carry. Redis' JSON encoder keeps 14 significant digits, so milliseconds
+# since the epoch are stored exactly only below 1e14 (year 5138); Python's datetime ends at 9999.
+# A sale window needs neither end: these bounds leave both far away and are easy to state.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+TIME_RANGE = "from 1970-01-01T00:00:00Z to 2999-12-31T23:59:59.999Z"
+
+
+def time_in_range(value: datetime) -> bool:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return EARLIEST_TIME <= value <= LATEST_TIME
+
+
+def check_time(name: str, value: datetime | None) -> None:
+    if value is not None and not time_in_range(value):
+        raise InvalidRequest(f"{name} must be {TIME_RANGE}, got {value.isoformat()}", field=name)
 
 
 def check_id(kind: str, value: object) -> str:

@@ -1,11 +1,19 @@
 """`flashsale reconcile`: does Postgres say what Redis says, for every SKU and location?
 
-Per partition, one MULTI reads the SKU hashes and the stream together: a snapshot of Redis and of
-every event that produced it. Postgres is then read and moved forward by the stream entries it
-has not synced yet (levels keep the stream id of the event they were set from), so the check
-works while the worker lags. If Postgres turns out to be ahead of the snapshot (events arrived
-and synced in between), the partition is read again. `deep` also checks that summing the ledger's
-deltas gives the levels: a gap or a duplicate in the ledger shows there.
+Per partition, one MULTI reads the SKU hashes and the stream's first and last ids together: a
+snapshot of Redis and the span of the events that produced it. Postgres is then read and moved
+forward by the stream entries it has not synced yet (levels keep the stream id of the event they
+were set from), so the check works while the worker lags. If Postgres turns out to be ahead of the
+snapshot (events arrived and synced in between), the partition is read again.
+
+The entries are read after Postgres, up to the snapshot's last id, `page_size` at a time: never
+the whole stream in one command (a lagging worker's backlog would block Redis for everyone).
+Entries appended meanwhile lie past that id and are not read. The worker may trim entries while
+we page, but only ones it has written to Postgres; such an entry is missing from our Postgres
+read only if it was trimmed after it, so each page starts at the entry the previous one ended
+with (the first page at the snapshot's first entry): if that entry is gone, the worker trimmed
+past our position, and the partition is read again. `deep` also checks that summing the
+ledger's deltas gives the levels: a gap or a duplicate in the ledger shows there.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ CONFIG_FIELDS = (
     "sale_ends_at",
 )
 ATTEMPTS = 5
+PAGE_SIZE = 1000  # stream entries per XRANGE: a bounded, millisecond-scale command
 
 _PG_SKUS = "SELECT sku, config, config_ms, config_seq FROM skus WHERE partition = %s"
 _PG_LEVELS = f"""SELECT sku, location, {", ".join(QUANTITIES)}, last_ms, last_seq
@@ -69,20 +78,33 @@ class ReconcileResult:
 
 
 async def reconcile_urls(
-    partitions: int, redis_url: str, database_url: str, *, deep: bool = False
+    partitions: int,
+    redis_url: str,
+    database_url: str,
+    *,
+    deep: bool = False,
+    page_size: int = PAGE_SIZE,
 ) -> ReconcileResult:
     """reconcile() on connections of its own to the two servers."""
     async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
-        return await reconcile(redis, conn, KeySchema(partitions), deep=deep)
+        return await reconcile(redis, conn, KeySchema(partitions), deep=deep, page_size=page_size)
 
 
 async def reconcile(
-    redis: Redis, conn: AsyncConnection, schema: KeySchema, *, deep: bool = False
+    redis: Redis,
+    conn: AsyncConnection,
+    schema: KeySchema,
+    *,
+    deep: bool = False,
+    page_size: int = PAGE_SIZE,
 ) -> ReconcileResult:
+    if page_size < 2:  # each page repeats the entry the previous one ended with
+        raise ValueError(f"page_size must be at least 2, got {page_size}")
     result = ReconcileResult()
     for part in schema.all():
         for attempt in range(ATTEMPTS):
-            if await _partition(redis, conn, part, result, final=attempt == ATTEMPTS - 1):
+            final = attempt == ATTEMPTS - 1
+            if await _partition(redis, conn, part, result, page_size, final=final):
                 break
             await asyncio.sleep(0.05 * (attempt + 1))
     if deep:
@@ -100,20 +122,31 @@ async def reconcile(
 
 
 async def _partition(
-    redis: Redis, conn: AsyncConnection, part: Partition, result: ReconcileResult, final: bool
+    redis: Redis,
+    conn: AsyncConnection,
+    part: Partition,
+    result: ReconcileResult,
+    page_size: int,
+    final: bool,
 ) -> bool:
-    """Compares one partition; False when Postgres was ahead of the snapshot (read again)."""
+    """Compares one partition; False when it should be read again (Postgres ahead, or trimmed)."""
     names = sorted(_text(s) for s in await redis.smembers(part.skus))
     async with redis.pipeline(transaction=True) as pipe:
         for sku in names:
             pipe.hgetall(part.sku(sku))
-        pipe.xrange(part.events, "-", "+")
         pipe.xinfo_stream(part.events)
         replies = await pipe.execute(raise_on_error=False)
-    *hashes, entries, info = replies
-    if isinstance(entries, ResponseError):
-        entries = []
-    top = (0, 0) if isinstance(info, ResponseError) else parse_stream_id(info["last-generated-id"])
+    *hashes, info = replies
+    if isinstance(info, ResponseError) or not info.get("first-entry"):
+        span = None  # no stream, or an empty one: no entry to catch up with
+        top = (
+            (0, 0)
+            if isinstance(info, ResponseError)
+            else parse_stream_id(info["last-generated-id"])
+        )
+    else:
+        span = (_text(info["first-entry"][0]), _text(info["last-generated-id"]))
+        top = parse_stream_id(span[1])
     redis_side = {
         sku: {_text(k): _text(v) for k, v in h.items()}
         for sku, h in zip(names, hashes, strict=True)
@@ -130,12 +163,37 @@ async def _partition(
         if not final:
             return False
         result.ahead.append(part.number)
+    entries, complete = await _entries(redis, part.events, span, page_size)
+    if not complete:
+        if not final:
+            return False
+        if part.number not in result.ahead:
+            result.ahead.append(part.number)  # the sale kept changing: the CLI says so
     applied = _catch_up(entries, pg_skus, pg_levels)
 
     for sku in sorted(set(redis_side) | {s for s, v in pg_skus.items() if v[0] is not None}):
         _compare_sku(sku, redis_side.get(sku), pg_skus.get(sku, [None])[0], pg_levels, result)
     result.unsynced_applied += applied
     return True
+
+
+async def _entries(
+    redis: Redis, stream: str, span: tuple[str, str] | None, page_size: int
+) -> tuple[list[Any], bool]:
+    """The entries from the first to the last id of `span`, read `page_size` at a time, and
+    whether none was trimmed before it was read (each page must start with its anchor entry)."""
+    if span is None:
+        return [], True
+    anchor, last = span
+    entries: list[Any] = []
+    while True:
+        page: list[Any] = list(await redis.xrange(stream, anchor, last, count=page_size) or [])
+        if not page or _text(page[0][0]) != anchor:
+            return entries, False  # trimmed past our position: an entry may be missing
+        entries += page[1:] if entries else page  # a later page repeats its anchor
+        if len(page) < page_size:
+            return entries, True
+        anchor = _text(page[-1][0])
 
 
 def _catch_up(entries: list[Any], skus: dict[str, Any], levels: dict[Any, Any]) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from api.routes import ops
+from flashsale.embedded import EmbeddedRedis
 from tests.api_harness import STOREFRONT, Api, api_settings, assert_problem, running_api
 
 
@@ -80,3 +83,48 @@ async def test_unknown_paths_share_one_metrics_label(api: Api) -> None:
     text = (await api.client.get("/metrics")).text
     assert 'route="<unmatched>",status="404"} 3.0' in text
     assert "/nope/" not in text
+
+
+# ---- readiness is cached: a flood of probes costs one check ---------------------------------
+
+
+async def test_concurrent_readyz_calls_share_one_probe(api: Api) -> None:
+    before = await _script_calls(api)
+    responses = await asyncio.gather(*(api.client.get("/readyz") for _ in range(40)))
+    assert all(r.status_code == 200 for r in responses), responses[0].text
+    assert await _script_calls(api) - before == 1  # the readiness script ran once, not 40 times
+    assert api.ctx.readiness.probes == 1
+    # Within the window the verdict is reused; after it, the next call probes again.
+    assert (await api.client.get("/readyz")).status_code == 200
+    assert api.ctx.readiness.probes == 1
+    await asyncio.sleep(api.ctx.readiness.ttl_seconds + 0.05)
+    assert (await api.client.get("/readyz")).status_code == 200
+    assert api.ctx.readiness.probes == 2
+
+
+async def test_readyz_turns_false_within_the_window_after_redis_goes_away(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")  # a Redis of its own, to stop
+    url = server.start()
+    try:
+        async with running_api(api_settings(url, pg_database_url)) as api:
+            assert (await api.client.get("/readyz")).status_code == 200
+            server.stop()
+            stopped = time.monotonic()
+            while (response := await api.client.get("/readyz")).status_code == 200:
+                assert time.monotonic() - stopped < api.ctx.readiness.ttl_seconds + 0.5
+                await asyncio.sleep(0.05)
+            body = assert_problem(response, 503, "not_ready")
+            assert body["checks"]["redis"].startswith("unavailable")
+            # Liveness checks nothing: the process still answers.
+            assert (await api.client.get("/healthz")).status_code == 200
+    finally:
+        server.stop()
+
+
+async def _script_calls(api: Api) -> int:
+    stats = await api.ctx.engine.redis.info("commandstats")
+    return sum(
+        int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_fcall")
+    )

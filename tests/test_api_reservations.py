@@ -99,18 +99,31 @@ async def test_last_unit_goes_to_exactly_one_buyer(api: Api) -> None:
     assert_problem(await api.reserve(1, customer="c2"), 409, "insufficient_stock")
 
 
-async def test_purchase_limit_is_429(api: Api) -> None:
+async def test_purchase_limit_is_409_not_a_rate_limit(api: Api) -> None:
+    # 429 would invite clients and proxies to retry; waiting does not lift a purchase limit.
     await api.put_sku("s1", purchase_limit=2)
     assert (await api.reserve(2)).status_code == 201
-    body = assert_problem(await api.reserve(1), 429, "purchase_limit_exceeded")
+    refused = await api.reserve(1)
+    body = assert_problem(refused, 409, "purchase_limit_exceeded")
+    assert "retry-after" not in refused.headers
     assert body["limit"] == 2 and body["remaining"] == 0
     assert (await api.reserve(2, customer="c2")).status_code == 201
 
 
-async def test_hold_cap_per_customer_is_429(api: Api) -> None:
+async def test_hold_cap_per_customer_is_409_not_a_rate_limit(api: Api) -> None:
+    # Lifted by releasing or committing a hold, not by waiting: a conflict with held state.
     await api.put_sku("s1", max_active_holds_per_customer=1)
     assert (await api.reserve(1)).status_code == 201
-    assert_problem(await api.reserve(1), 429, "too_many_holds")
+    refused = await api.reserve(1)
+    assert_problem(refused, 409, "too_many_holds")
+    assert "retry-after" not in refused.headers
+
+
+async def test_the_openapi_document_keeps_429_for_rate_limits(api: Api) -> None:
+    responses = api.app.openapi()["paths"]["/v1/reservations"]["post"]["responses"]
+    assert "purchase limit" in responses["409"]["description"].lower()
+    assert "purchase limit" not in responses["429"]["description"].lower()
+    assert "rate limit" in responses["429"]["description"].lower()
 
 
 async def test_sale_window_refusals_are_409_and_say_so(api: Api) -> None:

@@ -6,21 +6,30 @@ import asyncio
 from typing import Any
 
 import psycopg
+import redis.asyncio
 from typer.testing import CliRunner
 
+from engine.keys import KeySchema
 from engine.types import CartLine
 from flashsale.cli import app
 from flashsale.settings import Settings
 from sync_worker.db import connect, libpq_url
-from sync_worker.reconcile import ReconcileResult, reconcile
-from tests.worker_support import running_worker, seed, start_engine, wait_synced
+from sync_worker.reconcile import ReconcileResult, _entries, reconcile
+from tests.worker_support import (
+    SKUS,
+    Load,
+    running_worker,
+    seed,
+    start_engine,
+    wait_synced,
+)
 
 
-async def check(cfg: Settings, deep: bool = False) -> ReconcileResult:
+async def check(cfg: Settings, deep: bool = False, **options: Any) -> ReconcileResult:
     assert cfg.database_url
     engine = await start_engine(cfg)
     async with await connect(cfg.database_url) as conn:
-        result = await reconcile(engine.redis, conn, engine.keys, deep=deep)
+        result = await reconcile(engine.redis, conn, engine.keys, deep=deep, **options)
     await engine.aclose()
     return result
 
@@ -99,6 +108,115 @@ async def test_redis_that_lost_acknowledged_writes_is_caught(cfg: Settings) -> N
         ("apple", "reserved", 0, 3)
     ]
     await engine.aclose()
+
+
+class RecordingRedis(redis.asyncio.Redis):
+    """A real client that remembers every reply it parsed outside a pipeline."""
+
+    replies: list[tuple[str, Any]]
+
+    async def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        reply = await super().parse_response(connection, command_name, **options)
+        self.replies.append((str(command_name).upper(), reply))
+        return reply
+
+
+async def unsynced_backlog(cfg: Settings, restocks: int) -> None:
+    """A synced sale, then `restocks` and two more events that no worker syncs."""
+    await synced_sale(cfg)
+    engine = await start_engine(cfg)
+    for n in range(restocks):
+        await engine.restock(SKUS[n % len(SKUS)], "north", 1)
+    await engine.reserve("r3", "c3", [CartLine("apple", 5)])
+    await engine.release("r2")
+    await engine.aclose()
+
+
+async def test_reconcile_pages_through_a_large_unsynced_stream(cfg: Settings) -> None:
+    assert cfg.database_url and cfg.redis_url
+    await unsynced_backlog(cfg, restocks=60)
+    page = 7
+    client = RecordingRedis.from_url(cfg.redis_url)
+    client.replies = []
+    before = await _xrange_calls(client)
+    async with await connect(cfg.database_url) as conn:
+        result = await reconcile(client, conn, KeySchema(cfg.partitions), page_size=page)
+    xranges = [reply for name, reply in client.replies if name == "XRANGE"]
+    calls = await _xrange_calls(client) - before
+    await client.aclose()
+
+    assert result.drifts == [] and result.unsynced_applied >= 62
+    # Every XRANGE went out on its own (none inside the MULTI) and none returned over a page.
+    assert calls == len(xranges) >= 62 // page
+    assert all(len(reply) <= page for reply in xranges)
+    assert all(len(reply) <= page for _, reply in client.replies if isinstance(reply, list))
+
+
+async def test_paged_reconcile_still_finds_a_real_drift(cfg: Settings) -> None:
+    await unsynced_backlog(cfg, restocks=60)
+    engine = await start_engine(cfg)
+    await engine.redis.hincrby(engine.keys.for_sku("banana").sku("banana"), "oh:north", 5)
+    await engine.aclose()
+    result = await check(cfg, page_size=7)
+    assert [(d.sku, d.location, d.field, d.redis - d.postgres) for d in result.drifts] == [
+        ("banana", "north", "on_hand", 5)
+    ]
+
+
+async def test_paged_reconcile_while_the_sale_and_the_worker_run(cfg: Settings) -> None:
+    """Events keep arriving and syncing while reconcile pages: no drift is invented."""
+    await synced_sale(cfg)
+    engine = await start_engine(cfg)
+    stop = asyncio.Event()
+    load = Load(engine)
+    async with running_worker(cfg):
+        shoppers = asyncio.create_task(load.run(stop))
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.2)
+                result = await check(cfg, page_size=5)
+                assert result.drifts == [], (result.ahead, result.drifts)
+        finally:
+            stop.set()
+            await shoppers
+    await engine.aclose()
+
+
+class TrimmingRedis(redis.asyncio.Redis):
+    """Trims the stream past the reader's position before its second page, as a worker may."""
+
+    pages = 0
+
+    async def xrange(self, name: Any, min: Any = "-", max: Any = "+", count: Any = None) -> Any:
+        self.pages += 1
+        if self.pages == 2:
+            await self.xtrim(
+                name, minid="7-0", approximate=False
+            )  # past the anchor 5-0: 5-0 and 6-0 go unread
+        return await super().xrange(name, min, max, count=count)
+
+
+async def test_paging_notices_entries_trimmed_before_it_read_them(cfg: Settings) -> None:
+    assert cfg.redis_url
+    for client in (
+        TrimmingRedis.from_url(cfg.redis_url, decode_responses=True),
+        redis.asyncio.Redis.from_url(cfg.redis_url, decode_responses=True),
+    ):
+        await client.delete("s")
+        for n in range(1, 21):
+            await client.xadd("s", {"n": n}, id=f"{n}-0")
+        entries, complete = await _entries(client, "s", ("1-0", "20-0"), page_size=5)
+        await client.aclose()
+        ids = [entry_id for entry_id, _ in entries]
+        if isinstance(client, TrimmingRedis):
+            assert not complete and ids == ["1-0", "2-0", "3-0", "4-0", "5-0"]
+        else:
+            assert complete and ids == [f"{n}-0" for n in range(1, 21)]
+
+
+async def _xrange_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
 
 
 def test_the_command_prints_the_drift_and_exits_nonzero(cfg: Settings) -> None:

@@ -32,7 +32,25 @@ async def healthz() -> HealthOut:
 
 @router.get("/readyz", responses=problem_responses(503))
 async def readyz(ctx: Ctx) -> ReadyOut:
-    """Readiness: Redis runs a real script, Postgres answers, the sync worker keeps up."""
+    """Readiness: Redis runs a real script, Postgres answers, the sync worker keeps up.
+
+    The verdict is shared for a second: concurrent and repeated calls cost one probe.
+    """
+    verdict = await ctx.readiness.get(lambda: _probe(ctx))
+    if any(state != "ok" for state in verdict.checks.values()):
+        raise ApiProblem(
+            503,
+            "not_ready",
+            ", ".join(
+                f"{name}: {state}" for name, state in verdict.checks.items() if state != "ok"
+            ),
+            checks=verdict.checks,
+            partitions=[p.model_dump() for p in verdict.partitions],
+        )
+    return verdict
+
+
+async def _probe(ctx: ApiContext) -> ReadyOut:
     checks: dict[str, str] = {}
     try:
         checks["redis"] = "ok" if await ctx.engine.ready() else "scripts not runnable"
@@ -40,7 +58,10 @@ async def readyz(ctx: Ctx) -> ReadyOut:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     if ctx.ledger.configured:
         checks["postgres"] = "ok" if await ctx.ledger.ping() else "unavailable"
-    lag = await _lag(ctx) if checks["redis"] == "ok" else []
+    try:
+        lag = await _lag(ctx) if checks["redis"] == "ok" else []
+    except RedisError as exc:  # gone between the two calls
+        checks["redis"], lag = f"unavailable: {type(exc).__name__}", []
     oldest = max((row.oldest_unsynced_age_ms for row in lag), default=0)
     checks["worker"] = "ok" if oldest <= MAX_SYNC_LAG_MS else f"lagging {oldest // 1000} s"
     partitions = [
@@ -52,15 +73,8 @@ async def readyz(ctx: Ctx) -> ReadyOut:
         )
         for row in lag
     ]
-    if any(state != "ok" for state in checks.values()):
-        raise ApiProblem(
-            503,
-            "not_ready",
-            ", ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok"),
-            checks=checks,
-            partitions=[p.model_dump() for p in partitions],
-        )
-    return ReadyOut(status="ready", checks=checks, partitions=partitions)
+    ready = all(state == "ok" for state in checks.values())
+    return ReadyOut(status="ready" if ready else "not_ready", checks=checks, partitions=partitions)
 
 
 @router.get(

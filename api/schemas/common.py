@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -23,6 +24,7 @@ from pydantic import (
 )
 
 from engine.types import ID_PATTERN, Reason
+from engine.validation import TIME_RANGE, time_in_range
 
 
 def _json_time(value: Any) -> Any:
@@ -33,8 +35,19 @@ def _json_time(value: Any) -> Any:
     return datetime.fromisoformat(value)  # not pydantic's: it reads "0" as a Unix time
 
 
+def _in_range(value: datetime) -> datetime:
+    if not time_in_range(value):
+        raise ValueError(f"must be {TIME_RANGE}")
+    return value
+
+
 Int = StrictInt
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_json_time)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_json_time),
+    AfterValidator(_in_range),
+    Field(description=f"RFC 3339 with an offset, {TIME_RANGE}."),
+]
 
 # Ids travel inside Redis key names: the engine's own pattern, so /docs states the real rule.
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern, max_length=64)]
