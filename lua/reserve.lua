@@ -14,8 +14,9 @@
 -- complete, independent change); never lets available go below -backorder_limit; enforces the
 -- purchase limit (held + committed per customer and SKU) and the active-holds cap; the sale window
 -- is checked against Redis TIME. The same reservation id with the same fingerprint returns the
--- stored answer (also within one batch). A SKU's state is read once per batch and kept current by
--- every write the batch makes, so a later request sees what an earlier one took.
+-- stored answer, with the state the reservation has now (a hold past its deadline: expired), also
+-- within one batch. A SKU's state is read once per batch and kept current by every write the
+-- batch makes, so a later request sees what an earlier one took.
 --
 -- KEYS[1]  partition event stream
 -- KEYS[2 + 3i], KEYS[3 + 3i], KEYS[4 + 3i]  SKU hash, holds zset, customers hash of batch SKU i
@@ -110,6 +111,11 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
   if existing ~= nil then
     if existing.fp ~= fingerprint then
       return fail('idempotency_conflict', { reservation_id = rid })
+    end
+    -- The first answer as the reservation is now: a hold past its deadline has expired, whether
+    -- or not expiry has reclaimed it yet.
+    if existing.st == 'held' and existing.exp <= now then
+      existing.st = 'expired'
     end
     return reply(existing, { replayed = 1 })
   end
