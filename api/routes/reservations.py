@@ -63,8 +63,15 @@ async def reserve(
     reservation_id = idempotency_key or body.reservation_id or uuid.uuid4().hex
     lines = [CartLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
     # A sold-out answer from memory comes before the rate limiter's Redis round trip: refusing
-    # costs Redis nothing, so it need not be rationed either.
-    refusal = ctx.engine.local_refusal(reservation_id, body.customer_id, lines, body.ttl_seconds)
+    # costs Redis at most a share of one batched existence check (none for an id made up here),
+    # so it need not be rationed either.
+    refusal = await ctx.engine.local_refusal(
+        reservation_id,
+        body.customer_id,
+        lines,
+        body.ttl_seconds,
+        new_id=not (idempotency_key or body.reservation_id),
+    )
     if refusal is not None:
         raise refusal
     await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
