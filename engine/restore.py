@@ -75,6 +75,17 @@ class ReservationImage:
         return tuple(dict.fromkeys(line.sku for line in self.lines))
 
 
+@dataclass(frozen=True, slots=True)
+class OperationImage:
+    """The idempotency record of a stock operation (restock, adjust) made with a key."""
+
+    key: str
+    sku: str
+    fingerprint: str
+    answer: Mapping[str, Any]  # the first answer, as change_on_hand.lua stored it
+    recorded_at_ms: int
+
+
 @dataclass
 class RestoreReport:
     skus: int = 0
@@ -130,6 +141,7 @@ async def restore(
     *,
     now_ms: int,
     force: bool = False,
+    operations: Iterable[OperationImage] = (),
 ) -> RestoreReport:
     """Writes the image; `stream_tops` is the newest stream id Postgres has per partition."""
     schema = KeySchema(settings.partitions)
@@ -158,6 +170,7 @@ async def restore(
             )
             decode(await script(keys=keys, args=args))
         report.skus += 1
+    await _restore_operations(redis, schema, operations, now_ms, settings.retention_seconds * 1000)
     for part in schema.all():
         await _prepare_stream(redis, part.events, stream_tops.get(part.number))
     return report
@@ -280,6 +293,24 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
         fields["ord"] = r.order_id
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})
     return [expire, *(x for pair in fields.items() for x in pair)]
+
+
+async def _restore_operations(
+    redis: Redis,
+    schema: KeySchema,
+    operations: Iterable[OperationImage],
+    now_ms: int,
+    retention_ms: int,
+) -> None:
+    """Each record as change_on_hand.lua keeps it, until the end of its retention window."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for op in operations:
+            until = op.recorded_at_ms + retention_ms
+            if until <= now_ms:
+                continue
+            record = _json({"fp": op.fingerprint, "answer": op.answer})
+            pipe.set(schema.for_sku(op.sku).operation(op.key), record, pxat=until)
+        await pipe.execute()
 
 
 def _json(value: Any) -> str:
