@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -282,12 +283,17 @@ class ReservationEngine:
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
         parts = tuple(ReservationPart(n, _skus_of(groups[n])) for n in sorted(groups))
-        request = ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, ())
+        # A fresh incarnation, kept only if this call creates the reservation; every later part
+        # takes the one the first part answered, so all parts of a cart share one.
+        request = ReserveRequest(
+            reservation_id, customer_id, ttl * 1000, fingerprint, (), secrets.token_hex(8)
+        )
         replies: list[dict[str, Any]] = []
         try:
             for part in parts:
                 mine = replace(request, lines=groups[part.number])
                 replies.append(await self._reserve_part(self.keys.partition(part.number), mine))
+                request = replace(request, incarnation=replies[-1]["gen"])
         except BaseException:
             # A later partition refused: the holds taken so far go back, so nothing is left
             # behind. A replayed part belongs to an earlier identical request: not ours to undo.

@@ -69,6 +69,7 @@ class ReservationImage:
     fulfilments: Mapping[str, str] = field(default_factory=dict)  # fulfilment id -> request
     finished_at_ms: int | None = None
     expired_skus: frozenset[str] = frozenset()  # SKUs whose hold expiry already reclaimed
+    incarnation: str = ""  # the nonce its tokens are bound to ("" for one made before them)
 
     @property
     def skus(self) -> tuple[str, ...]:
@@ -291,6 +292,8 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
     }
     if r.order_id:
         fields["ord"] = r.order_id
+    if r.incarnation:
+        fields["gen"] = r.incarnation
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})
     return [expire, *(x for pair in fields.items() for x in pair)]
 

@@ -63,6 +63,13 @@ WHERE type IN ('restocked', 'adjusted', 'on_hand_set') AND data ? 'key'
     AND occurred_at > now() - %s * interval '1 millisecond'
 ORDER BY id
 """
+# The incarnation each reservation part was created with (its tokens are bound to it).
+_INCARNATIONS = """
+SELECT DISTINCT t.reservation_id, t.partition, t.data->>'gen'
+FROM inventory_transactions t JOIN reservations r USING (reservation_id, partition)
+WHERE t.type = 'reserved' AND t.data ? 'gen' AND t.occurred_at >= r.created_at
+    AND (r.status IN ('held', 'committed') OR r.finished_at > now() - %s * interval '1 millisecond')
+"""
 _DEAD = "SELECT count(*) FROM sync_dead_letters"
 
 
@@ -105,8 +112,10 @@ async def load_image(conn: AsyncConnection, settings: Settings) -> Image:
         lines = await cur.fetchall()
         await cur.execute(_FULFILMENTS, (retention_ms,))
         requests = await cur.fetchall()
+        await cur.execute(_INCARNATIONS, (retention_ms,))
+        incarnations = {(rid, part): gen for rid, part, gen in await cur.fetchall()}
         await cur.execute(_RESERVATIONS, (retention_ms,))
-        reservations = _reservations(await cur.fetchall(), lines, requests)
+        reservations = _reservations(await cur.fetchall(), lines, requests, incarnations)
         await cur.execute(_OPERATIONS, (retention_ms,))
         operations = {
             (sku, data["key"]): OperationImage(data["key"], sku, data["fp"], data["answer"], ts)
@@ -152,7 +161,10 @@ async def run_restore(
 
 
 def _reservations(
-    rows: list[Any], line_rows: list[Any], request_rows: list[Any]
+    rows: list[Any],
+    line_rows: list[Any],
+    request_rows: list[Any],
+    incarnations: dict[tuple[str, int], str],
 ) -> list[ReservationImage]:
     # (id, partition) -> line_no -> (sku, [allocations], hold expired)
     lines: dict[tuple[str, int], dict[int, tuple[str, list[Allocation], bool]]] = {}
@@ -188,6 +200,7 @@ def _reservations(
                 },
                 finished_at_ms=finished,
                 expired_skus=frozenset(sku for sku, _, expired in mine.values() if expired),
+                incarnation=incarnations.get((rid, part), ""),
             )
         )
     return images

@@ -39,6 +39,7 @@ async def test_retried_stock_changes_and_fulfilments_answer_as_before_a_restore(
         await engine.commit("bought", "order-1")
         some = await engine.fulfil("bought", [FulfilLine("banana", 1)], fulfilment_id="ship-1")
         rest = await engine.fulfil("bought", None, fulfilment_id="ship-2")
+        kept = await engine.reserve("kept", "cy", [CartLine("cherry", 1)], 600)
         await wait_synced(engine.redis, engine.keys)
 
     engine = await restored(engine, cfg)
@@ -61,5 +62,8 @@ async def test_retried_stock_changes_and_fulfilments_answer_as_before_a_restore(
         assert (await engine.inventory("banana")).total == banana
         with pytest.raises(IdempotencyConflict):
             await engine.fulfil("bought", [FulfilLine("banana", 2)], fulfilment_id="ship-1")
+
+        # The incarnation its tokens are bound to came back too: they still open it.
+        assert (await engine.get_reservation("kept")).incarnation == kept.incarnation != ""
     finally:
         await engine.aclose()
