@@ -50,6 +50,7 @@ from engine.types import (
 )
 
 _LOCATION_CACHE_SIZE = 100_000
+_EXISTENCE_BATCH_MAX = 1_000  # reservation keys per EXISTS
 
 
 class ReservationEngine:
@@ -358,10 +359,11 @@ class ReservationEngine:
         part = self.keys.for_sku(sku)
         lane = self._existence_checks.get(part.number)
         if lane is None:
-            # One check in flight per partition: under load every refusal arriving meanwhile
-            # waits for the next one, so a sold-out storm costs a few EXISTS, not one each.
+            # Under load every refusal arriving while a check is out waits for the next one, so
+            # a sold-out storm costs a few EXISTS, not one each. A key costs Redis a lookup, so
+            # a batch may be far larger than a reserve batch.
             lane = self._existence_checks[part.number] = Batcher(
-                self._any_exists, self.settings.reserve_batch_max, in_flight=1
+                self._any_exists, _EXISTENCE_BATCH_MAX, self.settings.reserve_batches_in_flight
             )
         return await lane.submit(part.reservation(reservation_id))
 
