@@ -1,8 +1,11 @@
 """Who is calling: API keys (Bearer) with roles, and reservation tokens.
 
 API keys are kept only as SHA-256 digests and compared in constant time, so neither a memory dump
-nor response timing gives a key away. A reservation token is HMAC-SHA256(token_secret, id): the
-server stores nothing per cart, and without the secret a token for another id cannot be made.
+nor response timing gives a key away. A reservation token is "<incarnation>.<mac>", the mac
+HMAC-SHA256(token_secret, id and incarnation): the server stores nothing per cart but the
+incarnation (a nonce the reservation gets at creation), and without the secret a token for
+another id or another incarnation cannot be made. An id reused after its retention window is a
+new incarnation, so the earlier owner's token no longer matches it.
 """
 
 from __future__ import annotations
@@ -51,14 +54,32 @@ class ReservationTokens:
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
 
-    def issue(self, reservation_id: str) -> str:
-        mac = hmac.new(self._secret, reservation_id.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    def issue(self, reservation_id: str, incarnation: str = "") -> str:
+        # "" is a reservation made before incarnations existed: it keeps the token it was given.
+        if not incarnation:
+            return self._mac(reservation_id.encode())
+        # Ids never hold a "\n", so no other (id, incarnation) pair gives the same message.
+        mac = self._mac(f"{reservation_id}\n{incarnation}".encode())
+        return f"{incarnation}.{mac}"
 
-    def verify(self, reservation_id: str, token: str | None) -> bool:
+    def incarnation_of(self, reservation_id: str, token: str | None) -> str | None:
+        """The incarnation a genuine token for this id names; None for any other token.
+
+        Whether that incarnation is the reservation's current one is for the caller to check.
+        """
         if not token:
-            return False
-        return hmac.compare_digest(self.issue(reservation_id).encode(), token.encode())
+            return None
+        incarnation = token.split(".", 1)[0] if "." in token else ""
+        if hmac.compare_digest(self.issue(reservation_id, incarnation).encode(), token.encode()):
+            return incarnation
+        return None
+
+    def verify(self, reservation_id: str, token: str | None, incarnation: str = "") -> bool:
+        return self.incarnation_of(reservation_id, token) == incarnation
+
+    def _mac(self, message: bytes) -> str:
+        mac = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def _digest(key: str) -> bytes:

@@ -4,7 +4,11 @@ Ctx                    the ApiContext the lifespan built (engine, ledger, keys, 
                        the shared readiness verdict)
 Storefront             the Caller of any valid key (admin included: admin can do everything)
 AuthorizedReservation  the path's reservation id, once the caller showed an admin key or that
-                       reservation's X-Reservation-Token; otherwise 403
+                       reservation's X-Reservation-Token (of its current incarnation: one read
+                       of the reservation); otherwise 403
+TokenIncarnation       for a route that reads the reservation anyway: the incarnation the
+                       caller's token names (None for an admin key), checked against the read
+                       with check_incarnation; a token forged or for another id is 403 at once
 
 A route that needs the caller checked but not named lists `Depends(authenticate)` (any key) or
 `Depends(require_admin)` (an admin key; a storefront key gets 403) in its `dependencies`.
@@ -27,7 +31,8 @@ from api.readiness import SharedProbe
 from api.schemas.ops import ReadyOut
 from api.settings import ApiSettings
 from engine.engine import ReservationEngine
-from engine.types import ID_PATTERN
+from engine.errors import ReservationNotFound
+from engine.types import ID_PATTERN, Reservation
 
 
 @dataclass
@@ -90,24 +95,58 @@ ReservationToken = Annotated[
 ]
 
 
-async def authorize_reservation(
+async def token_incarnation(
     reservation_id: ReservationId, ctx: Ctx, caller: Storefront, token: ReservationToken = None
-) -> str:
-    """A storefront key reaches a reservation only with that reservation's token."""
-    if caller.is_admin or ctx.tokens.verify(reservation_id, token):
-        return reservation_id
+) -> str | None:
+    """The incarnation a storefront caller's token names (None for an admin key).
+
+    Checked without Redis: a guessed id or a forged token is refused before anything is read.
+    """
+    if caller.is_admin:
+        return None
+    incarnation = ctx.tokens.incarnation_of(reservation_id, token)
+    if incarnation is not None:
+        return incarnation
     if not token:
         raise ApiProblem(403, "forbidden", "X-Reservation-Token is required for this reservation")
-    raise ApiProblem(
+    raise _token_mismatch()
+
+
+TokenIncarnation = Annotated[str | None, Depends(token_incarnation)]
+
+
+def check_incarnation(reservation: Reservation, incarnation: str | None) -> None:
+    """403 unless the token was issued for this use of the id (an id is reused after retention)."""
+    if incarnation is not None and reservation.incarnation != incarnation:
+        raise _token_mismatch()
+
+
+async def authorize_reservation(
+    reservation_id: ReservationId, ctx: Ctx, incarnation: TokenIncarnation
+) -> str:
+    """A storefront key reaches a reservation only with the token of its current incarnation."""
+    if incarnation is not None:
+        try:
+            current = await ctx.engine.get_reservation(reservation_id)
+        except ReservationNotFound:
+            # Gone (or never made under this token): the route answers as for any unknown id,
+            # and a reservation made under the id from now on has another incarnation.
+            return reservation_id
+        check_incarnation(current, incarnation)
+    return reservation_id
+
+
+# The path's reservation id, once the caller has shown it may act on that reservation.
+AuthorizedReservation = Annotated[str, Depends(authorize_reservation)]
+
+
+def _token_mismatch() -> ApiProblem:
+    return ApiProblem(
         403,
         "forbidden",
         "the reservation token does not match this reservation (was it issued by a server with "
         "another FLASHSALE_TOKEN_SECRET?)",
     )
-
-
-# The path's reservation id, once the caller has shown it may act on that reservation.
-AuthorizedReservation = Annotated[str, Depends(authorize_reservation)]
 
 
 def _unauthenticated(detail: str) -> ApiProblem:

@@ -1,24 +1,23 @@
-"""Natural batching of reserve calls, one lane per partition.
+"""Natural batching of Redis calls, one lane per partition (reserves; existence checks).
 
-The first reserve on an idle partition goes out at once, as a batch of one. Calls that arrive while
-the lane's batches are in flight wait and then leave together as the next batch: one script call
-(one round trip) for all of them. `reserve.lua` applies a batch's requests in arrival order and
-answers each on its own, so a request succeeds or fails alone. Under no load nothing waits; under
-load the round trips per request fall with the queue length (smart batching, as in LMAX's
-disruptor).
+The first call on an idle lane goes out at once, as a batch of one. Calls that arrive while the
+lane's batches are in flight wait and then leave together as the next batch: one round trip for
+all of them. `reserve.lua` applies a batch's requests in arrival order and answers each on its
+own, so a request succeeds or fails alone. Under no load nothing waits; under load the round trips
+per request fall with the queue length (smart batching, as in LMAX's disruptor).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-from engine.calls import ReserveRequest
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
 
-Send = Callable[[list[ReserveRequest]], Awaitable[list[bytes]]]
 
-
-class Batcher:
+class Batcher(Generic[Request, Answer]):
     """One partition's lane: at most `in_flight` batches out at once, the rest queue for the next.
 
     With one batch in flight, requests are applied strictly in arrival order. With two (the
@@ -27,15 +26,20 @@ class Batcher:
     the later one can be applied first. Inside a batch the order is always the arrival order.
     """
 
-    def __init__(self, send: Send, max_batch: int, in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        send: Callable[[list[Request]], Awaitable[list[Answer]]],
+        max_batch: int,
+        in_flight: int = 1,
+    ) -> None:
         self._send = send
         self._max = max_batch
         self._in_flight = in_flight
         self._busy = 0  # batches out now: direct sends and drainers
-        self._queue: list[tuple[ReserveRequest, asyncio.Future[bytes]]] = []
+        self._queue: list[tuple[Request, asyncio.Future[Answer]]] = []
         self._drainers: set[asyncio.Task[None]] = set()
 
-    async def submit(self, request: ReserveRequest) -> bytes:
+    async def submit(self, request: Request) -> Answer:
         if self._busy < self._in_flight and not self._queue:
             # An idle lane: the caller sends its own batch of one, with no task or future in
             # between (the light-load latency path).
@@ -46,7 +50,7 @@ class Batcher:
             finally:
                 self._busy -= 1
                 self._start_drainers()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._start_drainers()
         return await future

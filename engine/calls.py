@@ -34,6 +34,7 @@ class ReserveRequest:
     ttl_ms: int
     fingerprint: str
     lines: Sequence[CartLine]
+    incarnation: str = ""  # stored if the request creates the reservation (token binding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ def reserve_call(
             r.ttl_ms,
             r.fingerprint,
             orjson.dumps([[index[ln.sku], ln.quantity, ln.location or ""] for ln in r.lines]),
+            r.incarnation,
         ]
     return keys, args
 

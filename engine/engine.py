@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -59,6 +60,7 @@ _OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 _SWEEPER_BACKOFF_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
+_EXISTENCE_BATCH_MAX = 1_000  # reservation keys per EXISTS
 
 
 class ReservationEngine:
@@ -72,7 +74,8 @@ class ReservationEngine:
         # reservation id -> its parts, by partition number; a reservation's SKUs never change,
         # and the scripts verify them, so a stale entry costs one retry, never a wrong answer.
         self._located: OrderedDict[str, tuple[ReservationPart, ...]] = OrderedDict()
-        self._batchers: dict[int, Batcher] = {}
+        self._batchers: dict[int, Batcher[ReserveRequest, bytes]] = {}
+        self._existence_checks: dict[int, Batcher[str, bool]] = {}
         self._sold_out = SoldOutMarks(self.settings.sold_out_recheck_ms)
 
     @property
@@ -284,7 +287,7 @@ class ReservationEngine:
     ) -> Reservation:
         """Holds every line or none. The same id with the same request returns the first answer."""
         ttl = self._check_reserve(reservation_id, customer_id, lines, ttl_seconds)
-        refusal = self._sold_out_refusal(reservation_id, lines)
+        refusal = await self._sold_out_refusal(reservation_id, lines, new_id=False)
         if refusal is not None:
             raise refusal
         fingerprint = request_fingerprint(
@@ -294,12 +297,17 @@ class ReservationEngine:
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
         parts = tuple(ReservationPart(n, _skus_of(groups[n])) for n in sorted(groups))
-        request = ReserveRequest(reservation_id, customer_id, ttl * 1000, fingerprint, ())
+        # A fresh incarnation, kept only if this call creates the reservation; every later part
+        # takes the one the first part answered, so all parts of a cart share one.
+        request = ReserveRequest(
+            reservation_id, customer_id, ttl * 1000, fingerprint, (), secrets.token_hex(8)
+        )
         replies: list[dict[str, Any]] = []
         try:
             for part in parts:
                 mine = replace(request, lines=groups[part.number])
                 replies.append(await self._reserve_part(self.keys.partition(part.number), mine))
+                request = replace(request, incarnation=replies[-1]["gen"])
         except BaseException:
             # A later partition refused: the holds taken so far go back, so nothing is left
             # behind. A replayed part belongs to an earlier identical request: not ours to undo.
@@ -310,21 +318,25 @@ class ReservationEngine:
         self._remember(reservation_id, parts)
         return reservation_of(reservation_id, replies)
 
-    def local_refusal(
+    async def local_refusal(
         self,
         reservation_id: str,
         customer_id: str,
         lines: Sequence[CartLine],
         ttl_seconds: int | None = None,
+        *,
+        new_id: bool = False,
     ) -> InsufficientStock | None:
         """The refusal `reserve` would answer from memory (sold-out fast path), or None.
 
         For a caller with per-request Redis work of its own before `reserve` (the API's rate
-        limiter): a sold-out sale then costs Redis nothing per refusal. The request is checked
-        first, as `reserve` checks it, so a client's mistake is still named as such.
+        limiter): a sold-out sale then costs Redis at most a share of one batched existence
+        check per refusal, nothing at all for an id the caller has just made up (`new_id`: it
+        cannot name an earlier attempt). The request is checked first, as `reserve` checks it, so
+        a client's mistake is still named as such.
         """
         self._check_reserve(reservation_id, customer_id, lines, ttl_seconds)
-        return self._sold_out_refusal(reservation_id, lines)
+        return await self._sold_out_refusal(reservation_id, lines, new_id=new_id)
 
     def _check_reserve(
         self,
@@ -341,12 +353,39 @@ class ReservationEngine:
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
 
-    def _sold_out_refusal(
-        self, reservation_id: str, lines: Sequence[CartLine]
+    async def _sold_out_refusal(
+        self, reservation_id: str, lines: Sequence[CartLine], *, new_id: bool
     ) -> InsufficientStock | None:
         if reservation_id in self._located:  # a replay of our own reservation: Redis answers it
             return None
-        return self._sold_out.refusal(lines)
+        refusal = self._sold_out.refusal(lines)
+        if refusal is None or new_id:
+            return refusal
+        # The id may name an attempt that won through another process (another API worker) and
+        # whose answer was lost: then the retry must get that answer, not "sold out". Had the
+        # attempt held anything, its reservation key exists in the refused SKU's partition.
+        if await self._reservation_exists(reservation_id, refusal.sku):
+            return None
+        return refusal
+
+    async def _reservation_exists(self, reservation_id: str, sku: str) -> bool:
+        part = self.keys.for_sku(sku)
+        lane = self._existence_checks.get(part.number)
+        if lane is None:
+            # Under load every refusal arriving while a check is out waits for the next one, so
+            # a sold-out storm costs a few EXISTS, not one each. A key costs Redis a lookup, so
+            # a batch may be far larger than a reserve batch.
+            lane = self._existence_checks[part.number] = Batcher(
+                self._any_exists, _EXISTENCE_BATCH_MAX, self.settings.reserve_batches_in_flight
+            )
+        return await lane.submit(part.reservation(reservation_id))
+
+    async def _any_exists(self, keys: list[str]) -> list[bool]:
+        # One EXISTS for the whole batch (its keys share the partition's slot). It counts, not
+        # names: if any key exists, every request of the batch goes on to the reserve script,
+        # which answers each exactly (a refusal again for the ids that were never used).
+        found = int(await self.redis.exists(*keys)) > 0
+        return [found] * len(keys)
 
     async def _reserve_part(self, part: Partition, request: ReserveRequest) -> dict[str, Any]:
         batcher = self._batchers.get(part.number)

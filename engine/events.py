@@ -12,7 +12,9 @@ Every entry has exactly these fields, in this order, all strings (empty when not
     backordered     units of a reserved/committed line taken beyond available (backorder)
     expires_at      ms since the epoch, on reserved and extended events
     data            JSON: the SKU's config on sku_configured; {fp, line} on reserved (the
-                    request fingerprint and the cart line, so restore can rebuild replays)
+                    request fingerprint and the cart line, so restore can rebuild replays);
+                    {req} on fulfilled with a fulfilment id (the request it stands for); {key,
+                    fp, answer} on an on_hand change with an idempotency key (its record)
     ts              ms since the epoch, Redis TIME when the script ran
 
 Summing d_on_hand / d_reserved / d_committed over a SKU-location's events gives its quantities.

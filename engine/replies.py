@@ -75,6 +75,7 @@ def reservation_of(
         order_id=first.get("ord") or None,
         extensions=max(int(p.get("ext", 0)) for p in parts),
         replayed=all(p.get("replayed") == 1 for p in parts),
+        incarnation=first.get("gen", ""),
     )
 
 

@@ -69,10 +69,22 @@ class ReservationImage:
     fulfilments: Mapping[str, str] = field(default_factory=dict)  # fulfilment id -> request
     finished_at_ms: int | None = None
     expired_skus: frozenset[str] = frozenset()  # SKUs whose hold expiry already reclaimed
+    incarnation: str = ""  # the nonce its tokens are bound to ("" for one made before them)
 
     @property
     def skus(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(line.sku for line in self.lines))
+
+
+@dataclass(frozen=True, slots=True)
+class OperationImage:
+    """The idempotency record of a stock operation (restock, adjust) made with a key."""
+
+    key: str
+    sku: str
+    fingerprint: str
+    answer: Mapping[str, Any]  # the first answer, as change_on_hand.lua stored it
+    recorded_at_ms: int
 
 
 @dataclass
@@ -130,6 +142,7 @@ async def restore(
     *,
     now_ms: int,
     force: bool = False,
+    operations: Iterable[OperationImage] = (),
 ) -> RestoreReport:
     """Writes the image; `stream_tops` is the newest stream id Postgres has per partition."""
     schema = KeySchema(settings.partitions)
@@ -158,6 +171,7 @@ async def restore(
             )
             decode(await script(keys=keys, args=args))
         report.skus += 1
+    await _restore_operations(redis, schema, operations, now_ms, settings.retention_seconds * 1000)
     for part in schema.all():
         await _prepare_stream(redis, part.events, stream_tops.get(part.number))
     return report
@@ -278,8 +292,28 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
     }
     if r.order_id:
         fields["ord"] = r.order_id
+    if r.incarnation:
+        fields["gen"] = r.incarnation
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})
     return [expire, *(x for pair in fields.items() for x in pair)]
+
+
+async def _restore_operations(
+    redis: Redis,
+    schema: KeySchema,
+    operations: Iterable[OperationImage],
+    now_ms: int,
+    retention_ms: int,
+) -> None:
+    """Each record as change_on_hand.lua keeps it, until the end of its retention window."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for op in operations:
+            until = op.recorded_at_ms + retention_ms
+            if until <= now_ms:
+                continue
+            record = _json({"fp": op.fingerprint, "answer": op.answer})
+            pipe.set(schema.for_sku(op.sku).operation(op.key), record, pxat=until)
+        await pipe.execute()
 
 
 def _json(value: Any) -> str:

@@ -111,6 +111,9 @@ class Reservation:
     order_id: str | None = None
     extensions: int = 0
     replayed: bool = False  # True when an idempotent retry returned the first answer
+    # This use of the id, fixed at creation ("" for one made before incarnations existed): a
+    # token binds to it, so a token from an earlier use of a reused id opens nothing.
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,8 @@
 -- Errors: invalid_quantity{sku,location,quantity}, unknown_sku{sku}, unknown_location{sku,location},
 -- quantity_stale{sku,location,expected,current}, invariant_violation{sku,location,detail,on_hand},
 -- idempotency_conflict{key}
--- Events: restocked | adjusted | on_hand_set, expired, low_stock / out_of_stock / back_in_stock
+-- Events: restocked | adjusted | on_hand_set (data = {key, fp, answer} with an idempotency key),
+-- expired, low_stock / out_of_stock / back_in_stock
 
 local stream, sku_key, holds_key, cust_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sku, loc, mode = ARGV[2], ARGV[3], ARGV[4]
@@ -71,12 +72,20 @@ end
 
 local now = now_ms(ARGV[1])
 reclaim(s, stream, now, now, reclaim_limit)
+local answer = { ok = 1, oh = q.oh + delta, rs = q.rs, cm = q.cm, ss = q.ss, bl = q.bl,
+                 inc = q.inc }
 if delta ~= 0 then
+  local data = ''
+  if fingerprint ~= '' then
+    -- The idempotency record travels in the event, so a restore from Postgres rebuilds it. Its
+    -- key is KEYS[5] without the partition prefix (engine/keys.py: {p<N>}:op:<key>).
+    data = cjson.encode({ key = string.match(op_key, '^[^:]*:op:(.*)$'), fp = fingerprint,
+                          answer = answer })
+  end
   change(s, stream, now, loc, delta, 0, 0, { type = ARGV[9], reason = ARGV[7],
-    reference = ARGV[8] })
+    reference = ARGV[8], data = data })
   check_threshold(s, stream, now)
 end
-local answer = { ok = 1, oh = q.oh, rs = q.rs, cm = q.cm, ss = q.ss, bl = q.bl, inc = q.inc }
 if fingerprint ~= '' then
   redis.call('SET', op_key, cjson.encode({ fp = fingerprint, answer = answer }), 'PX', retention)
 end

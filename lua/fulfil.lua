@@ -26,7 +26,8 @@
 -- Errors: reservation_not_found, stale_keys, invalid_state{reservation_id,status,expected},
 -- invalid_request{detail}, invalid_quantity{sku,quantity}, over_fulfil{sku,location,requested,
 -- remaining}, invariant_violation{sku,location,detail,on_hand}, idempotency_conflict{fulfilment_id}
--- Events: fulfilled (one per location line), expired (when it finds a hold past its deadline)
+-- Events: fulfilled (one per location line; data = {req = ARGV[6]} with a fulfilment id), expired
+-- (when it finds a hold past its deadline)
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
@@ -106,10 +107,12 @@ end
 for _, s in pairs(skus) do
   reclaim(s, stream, now, now, reclaim_limit)
 end
+-- The request a fulfilment id stands for travels in its events, so a restore rebuilds its record.
+local data = fid ~= '' and cjson.encode({ req = wanted_arg }) or ''
 for _, sh in ipairs(ships) do
   local s, a, q = skus[sh[1][1]], sh[2], sh[3]
   change(s, stream, now, a[1], -q, 0, -q, { type = 'fulfilled', reservation_id = rid,
-    order_id = r.ord, customer_id = r.cust, reference = fid })
+    order_id = r.ord, customer_id = r.cust, reference = fid, data = data })
   customer_add(s.cust, r.cust, -q, 0)
   a[4] = a[4] + q
 end

@@ -14,8 +14,9 @@
 -- complete, independent change); never lets available go below -backorder_limit; enforces the
 -- purchase limit (held + committed per customer and SKU) and the active-holds cap; the sale window
 -- is checked against Redis TIME. The same reservation id with the same fingerprint returns the
--- stored answer (also within one batch). A SKU's state is read once per batch and kept current by
--- every write the batch makes, so a later request sees what an earlier one took.
+-- stored answer, with the state the reservation has now (a hold past its deadline: expired), also
+-- within one batch. A SKU's state is read once per batch and kept current by every write the
+-- batch makes, so a later request sees what an earlier one took.
 --
 -- KEYS[1]  partition event stream
 -- KEYS[2 + 3i], KEYS[3 + 3i], KEYS[4 + 3i]  SKU hash, holds zset, customers hash of batch SKU i
@@ -27,12 +28,13 @@
 -- ARGV[5]  reclaim limit (due holds reclaimed per SKU)
 -- ARGV[6]  max quantity per line
 -- ARGV[7]  n, the number of SKUs of the batch;  ARGV[8 .. 7 + n]  their names, in KEYS order
--- ARGV[8 + n + 5r .. 12 + n + 5r]  request r: reservation id, customer id, ttl ms, request
+-- ARGV[8 + n + 6r .. 13 + n + 6r]  request r: reservation id, customer id, ttl ms, request
 --          fingerprint, lines JSON [[sku_index (1-based, into the batch SKUs), quantity,
---          location or ""], ...]
+--          location or ""], ...], incarnation (stored as `gen` if the request creates the
+--          reservation; a replay answers the stored one)
 --
 -- Returns an array with one JSON answer per request, in request order:
---   {ok=1, st="held", exp, cust, ord, ext, lines, replayed?}
+--   {ok=1, st="held", exp, cust, ord, ext, lines, gen, replayed?}
 --   or an error {err=code, ...}: ttl_out_of_range{ttl_seconds,min,max}, invalid_quantity{sku,
 --   quantity,max}, invalid_request{detail}, idempotency_conflict{reservation_id}, unknown_sku{sku},
 --   unknown_location{sku,location}, sale_not_started{sku,sale_starts_at}, sale_ended{sku,
@@ -40,7 +42,7 @@
 --   insufficient_stock{sku,location,requested,available,so} (so = 1 when the SKU has no unit
 --   and no backorder room left anywhere: the engine's sold-out fast path reads it)
 -- A malformed batch (argument count) is a Redis error reply: an engine bug, not a request's fault.
--- Events: reserved (one per location line; data = {fp, line}), expired (lazy expiry), low_stock /
+-- Events: reserved (one per location line; data = {fp, line, gen}), expired (lazy expiry), low_stock /
 -- out_of_stock / back_in_stock (crossings)
 
 local stream = KEYS[1]
@@ -48,7 +50,7 @@ local ttl_min, ttl_max = int_arg(ARGV[2]), int_arg(ARGV[3])
 local retention, reclaim_limit, max_qty = int_arg(ARGV[4]), int_arg(ARGV[5]), int_arg(ARGV[6])
 local nbatch = int_arg(ARGV[7])
 local first_request = 8 + nbatch
-local nrequests = (#ARGV - first_request + 1) / 5
+local nrequests = (#ARGV - first_request + 1) / 6
 if nrequests < 1 or nrequests ~= math.floor(nrequests) or #KEYS ~= 1 + 3 * nbatch + nrequests then
   return redis.error_reply('reserve: malformed batch')
 end
@@ -77,7 +79,7 @@ local function sold_out(s)
   return true
 end
 
-local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_arg)
+local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_arg, gen)
   local ttl = int_arg(ttl_arg)
   if ttl == nil or ttl < ttl_min or ttl > ttl_max then
     return fail('ttl_out_of_range',
@@ -110,6 +112,11 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
   if existing ~= nil then
     if existing.fp ~= fingerprint then
       return fail('idempotency_conflict', { reservation_id = rid })
+    end
+    -- The first answer as the reservation is now: a hold past its deadline has expired, whether
+    -- or not expiry has reclaimed it yet.
+    if existing.st == 'held' and existing.exp <= now then
+      existing.st = 'expired'
     end
     return reply(existing, { replayed = 1 })
   end
@@ -245,10 +252,11 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
   for n, line in ipairs(result_lines) do
     local s = skus[lines[n][1]]
     for _, a in ipairs(line[3]) do
-      -- The fingerprint and line number let a restore from Postgres rebuild idempotent replays.
+      -- The fingerprint, line number and incarnation let a restore from Postgres rebuild
+      -- idempotent replays and keep the reservation's tokens valid.
       change(s, stream, now, a[1], 0, a[2], 0, { type = 'reserved', reservation_id = rid,
         customer_id = customer, backordered = a[3], expires_at = fmt(deadline),
-        data = cjson.encode({ fp = fingerprint, line = n }) })
+        data = cjson.encode({ fp = fingerprint, line = n, gen = gen }) })
     end
   end
   local by_sku = allocations_by_sku(result_lines)
@@ -259,16 +267,17 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
     check_threshold(s, stream, now)
   end
   redis.call('HSET', res_key, 'fp', fingerprint, 'cust', customer, 'st', 'held', 'exp', fmt(deadline),
-    'ext', '0', 'ca', fmt(now), 'skus', table.concat(sku_names, '\n'), 'lines', lines_json)
+    'ext', '0', 'ca', fmt(now), 'skus', table.concat(sku_names, '\n'), 'lines', lines_json,
+    'gen', gen)
   redis.call('PEXPIREAT', res_key, deadline + retention)
   return cjson.encode({ ok = 1, st = 'held', exp = deadline, cust = customer, ord = '', ext = 0,
-                        lines = lines_json })
+                        lines = lines_json, gen = gen })
 end
 
 local answers = {}
 for r = 0, nrequests - 1 do
-  local a = first_request + 5 * r
+  local a = first_request + 6 * r
   answers[r + 1] = reserve_one(KEYS[2 + 3 * nbatch + r], ARGV[a], ARGV[a + 1], ARGV[a + 2],
-    ARGV[a + 3], ARGV[a + 4])
+    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 return answers

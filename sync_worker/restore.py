@@ -16,7 +16,14 @@ from redis.asyncio import Redis
 
 from engine.config import EngineSettings
 from engine.keys import partition_of
-from engine.restore import ReservationImage, RestoreError, RestoreReport, SkuImage, restore
+from engine.restore import (
+    OperationImage,
+    ReservationImage,
+    RestoreError,
+    RestoreReport,
+    SkuImage,
+    restore,
+)
 from engine.types import Allocation, ReservationLine
 from sync_worker.db import connect, epoch_ms
 
@@ -40,6 +47,29 @@ SELECT DISTINCT ON (partition) partition, stream_id FROM inventory_transactions
 ORDER BY partition, split_part(stream_id, '-', 1)::bigint DESC,
     split_part(stream_id, '-', 2)::bigint DESC
 """
+# The request each fulfilment id stood for, from its events (of this incarnation of the id).
+_FULFILMENTS = """
+SELECT DISTINCT t.reservation_id, t.partition, t.reference, t.data->>'req'
+FROM inventory_transactions t JOIN reservations r USING (reservation_id, partition)
+WHERE t.type = 'fulfilled' AND t.reference <> '' AND t.data ? 'req'
+    AND t.occurred_at >= r.created_at
+    AND (r.status IN ('held', 'committed') OR r.finished_at > now() - %s * interval '1 millisecond')
+"""
+# Idempotency records of stock operations still within their retention window; a key used twice
+# (after its window) keeps its newest record.
+_OPERATIONS = f"""
+SELECT sku, data, {epoch_ms("occurred_at")} FROM inventory_transactions
+WHERE type IN ('restocked', 'adjusted', 'on_hand_set') AND data ? 'key'
+    AND occurred_at > now() - %s * interval '1 millisecond'
+ORDER BY id
+"""
+# The incarnation each reservation part was created with (its tokens are bound to it).
+_INCARNATIONS = """
+SELECT DISTINCT t.reservation_id, t.partition, t.data->>'gen'
+FROM inventory_transactions t JOIN reservations r USING (reservation_id, partition)
+WHERE t.type = 'reserved' AND t.data ? 'gen' AND t.occurred_at >= r.created_at
+    AND (r.status IN ('held', 'committed') OR r.finished_at > now() - %s * interval '1 millisecond')
+"""
 _DEAD = "SELECT count(*) FROM sync_dead_letters"
 
 
@@ -49,6 +79,7 @@ class Image:
     reservations: list[ReservationImage]
     stream_tops: dict[int, str]
     dead_letters: int
+    operations: list[OperationImage]
 
 
 async def load_image(conn: AsyncConnection, settings: EngineSettings) -> Image:
@@ -79,13 +110,22 @@ async def load_image(conn: AsyncConnection, settings: EngineSettings) -> Image:
             )
         await cur.execute(_LINES, (retention_ms,))
         lines = await cur.fetchall()
+        await cur.execute(_FULFILMENTS, (retention_ms,))
+        requests = await cur.fetchall()
+        await cur.execute(_INCARNATIONS, (retention_ms,))
+        incarnations = {(rid, part): gen for rid, part, gen in await cur.fetchall()}
         await cur.execute(_RESERVATIONS, (retention_ms,))
-        reservations = _reservations(await cur.fetchall(), lines)
+        reservations = _reservations(await cur.fetchall(), lines, requests, incarnations)
+        await cur.execute(_OPERATIONS, (retention_ms,))
+        operations = {
+            (sku, data["key"]): OperationImage(data["key"], sku, data["fp"], data["answer"], ts)
+            for sku, data, ts in await cur.fetchall()
+        }
         await cur.execute(_TOPS)
         tops: dict[int, str] = dict(await cur.fetchall())
         await cur.execute(_DEAD)
         row = await cur.fetchone()
-    return Image(skus, reservations, tops, int(row[0]) if row else 0)
+    return Image(skus, reservations, tops, int(row[0]) if row else 0, list(operations.values()))
 
 
 async def restore_urls(
@@ -110,6 +150,7 @@ async def run_restore(
         image.stream_tops,
         now_ms=int(seconds) * 1000 + int(micros) // 1000,
         force=force,
+        operations=image.operations,
     )
     if image.dead_letters:
         report.warnings.append(
@@ -119,12 +160,21 @@ async def run_restore(
     return report, image
 
 
-def _reservations(rows: list[Any], line_rows: list[Any]) -> list[ReservationImage]:
+def _reservations(
+    rows: list[Any],
+    line_rows: list[Any],
+    request_rows: list[Any],
+    incarnations: dict[tuple[str, int], str],
+) -> list[ReservationImage]:
     # (id, partition) -> line_no -> (sku, [allocations], hold expired)
     lines: dict[tuple[str, int], dict[int, tuple[str, list[Allocation], bool]]] = {}
     for rid, part, line_no, sku, loc, qty, bo, done, expired in line_rows:
         line = lines.setdefault((rid, part), {}).setdefault(line_no, (sku, [], expired))
         line[1].append(Allocation(loc, qty, bo, done))
+    # (id, partition) -> fulfilment id -> the request, exactly as fulfil.lua compares it
+    requests: dict[tuple[str, int], dict[str, str]] = {}
+    for rid, part, fid, request in request_rows:
+        requests.setdefault((rid, part), {})[fid] = request
     images = []
     for rid, part, cust, status, order, exp, ext, fp, fulfilments, created, finished in rows:
         mine = lines.get((rid, part), {})
@@ -142,9 +192,15 @@ def _reservations(rows: list[Any], line_rows: list[Any]) -> list[ReservationImag
                 order_id=order,
                 extensions=ext,
                 fingerprint=fp or "",
-                fulfilments={k: orjson.dumps(v).decode() for k, v in fulfilments.items()},
+                # A fulfilment whose events predate the request in their data keeps what it
+                # shipped: a retry then gets a conflict, never a second shipment.
+                fulfilments={
+                    **{k: orjson.dumps(v).decode() for k, v in fulfilments.items()},
+                    **requests.get((rid, part), {}),
+                },
                 finished_at_ms=finished,
                 expired_skus=frozenset(sku for sku, _, expired in mine.values() if expired),
+                incarnation=incarnations.get((rid, part), ""),
             )
         )
     return images

@@ -1,8 +1,10 @@
 """/v1/reservations: hold a cart, read it, extend, commit, fulfil, release.
 
 A storefront key acts on a reservation only with its X-Reservation-Token; an admin key needs
-none. The AuthorizedReservation dependency checks it before the body is validated or the engine
-asked, so a guessed id learns nothing (403).
+none. The token's signature is checked before the body is validated or Redis is asked, so a
+guessed id learns nothing (403). A token also names the incarnation of the id it was issued for:
+AuthorizedReservation compares it with the reservation's (one read) before acting, GET with the
+reservation it reads, so a token from before the id was reused opens nothing (403).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from api.deps import (
     AuthorizedReservation,
     Ctx,
     ReservationId,
+    TokenIncarnation,
     authenticate,
+    check_incarnation,
     require_admin,
 )
 from api.openapi import problem_responses
 from api.problems import ApiProblem
 from api.schemas.reservations import CommitIn, ExtendIn, FulfilIn, ReservationOut, ReserveIn
-from engine.types import ID_PATTERN, CartLine, FulfilLine
+from engine.types import ID_PATTERN, CartLine, FulfilLine, Reservation
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
 
@@ -63,8 +67,15 @@ async def reserve(
     reservation_id = idempotency_key or body.reservation_id or uuid.uuid4().hex
     lines = [CartLine(ln.sku, ln.quantity, ln.location) for ln in body.lines]
     # A sold-out answer from memory comes before the rate limiter's Redis round trip: refusing
-    # costs Redis nothing, so it need not be rationed either.
-    refusal = ctx.engine.local_refusal(reservation_id, body.customer_id, lines, body.ttl_seconds)
+    # costs Redis at most a share of one batched existence check (none for an id made up here),
+    # so it need not be rationed either.
+    refusal = await ctx.engine.local_refusal(
+        reservation_id,
+        body.customer_id,
+        lines,
+        body.ttl_seconds,
+        new_id=not (idempotency_key or body.reservation_id),
+    )
     if refusal is not None:
         raise refusal
     await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
@@ -73,14 +84,18 @@ async def reserve(
     )
     if reservation.replayed:
         response.status_code = 200
-    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+    return _out(ctx, reservation)
 
 
 @router.get("/{reservation_id}", responses=problem_responses(*_ON_RESERVATION))
-async def get_reservation(reservation_id: AuthorizedReservation, ctx: Ctx) -> ReservationOut:
+async def get_reservation(
+    reservation_id: ReservationId, incarnation: TokenIncarnation, ctx: Ctx
+) -> ReservationOut:
     """State and lines (a hold past its deadline reads as expired)."""
+    # The token's incarnation is checked against this read: one read, not two.
     reservation = await ctx.engine.get_reservation(reservation_id)
-    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+    check_incarnation(reservation, incarnation)
+    return _out(ctx, reservation)
 
 
 @router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_CHANGE, 410))
@@ -90,14 +105,14 @@ async def extend(
     """A new deadline, `ttl_seconds` from now (409 past the SKU's extension cap)."""
     ttl = body.ttl_seconds if body is not None else None
     reservation = await ctx.engine.extend(reservation_id, ttl)
-    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+    return _out(ctx, reservation)
 
 
 @router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_CHANGE, 410))
 async def commit(reservation_id: AuthorizedReservation, body: CommitIn, ctx: Ctx) -> ReservationOut:
     """Held → committed: an order was placed. Retrying with the same order_id is safe."""
     reservation = await ctx.engine.commit(reservation_id, body.order_id)
-    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+    return _out(ctx, reservation)
 
 
 @router.post(
@@ -123,7 +138,7 @@ async def fulfil(
     reservation = await ctx.engine.fulfil(
         reservation_id, lines, fulfilment_id=idempotency_key or body.fulfilment_id
     )
-    return ReservationOut.of(reservation, ctx.tokens.issue(reservation_id))
+    return _out(ctx, reservation)
 
 
 @router.delete(
@@ -136,3 +151,7 @@ async def release(reservation_id: AuthorizedReservation, ctx: Ctx) -> Response:
     """Give the units back. Idempotent: 204 every time, also for a finished or unknown cart."""
     await ctx.engine.release(reservation_id)
     return Response(status_code=204)
+
+
+def _out(ctx: Ctx, reservation: Reservation) -> ReservationOut:
+    return ReservationOut.of(reservation, ctx.tokens.issue(reservation.id, reservation.incarnation))

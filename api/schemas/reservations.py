@@ -103,7 +103,8 @@ class ReservationOut(BaseModel):
                     "id": "9b2f6c1e4d7a4f0e8a1b2c3d4e5f6a7b",
                     "status": "held",
                     "expires_at": "2025-01-01T12:10:00Z",
-                    "reservation_token": "q0nq3o0G2pD8c1pVb0pA8y9fZ3x7m2Qe1rT5uW4vY6s",
+                    "reservation_token": "9f2c41d07a3be815."
+                    "q0nq3o0G2pD8c1pVb0pA8y9fZ3x7m2Qe1rT5uW4vY6s",
                     "customer_id": "c1",
                     "order_id": None,
                     "extensions": 0,
@@ -130,7 +131,10 @@ class ReservationOut(BaseModel):
     id: str
     status: ReservationStatus
     expires_at: datetime
-    reservation_token: str = Field(description="Send as X-Reservation-Token to act on this cart.")
+    reservation_token: str = Field(
+        description="Send as X-Reservation-Token to act on this cart. It opens this cart only: "
+        "not another id, nor a later cart made under this id once this one has gone."
+    )
     customer_id: str
     order_id: str | None
     extensions: int

@@ -1,6 +1,7 @@
 -- includes/reservation.lua: reading one reservation's part in this partition.
 -- Hash fields: fp (request fingerprint), cust, st (held|committed|fulfilled|released|expired),
--- exp (deadline ms), ext (extensions used), ord (order id), ca (created ms),
+-- exp (deadline ms), ext (extensions used), ord (order id), ca (created ms), gen (incarnation:
+-- a nonce given at creation, so a token issued for an earlier use of the id opens nothing),
 -- skus (its SKUs, "\n"-joined, in KEYS order), lines (JSON [[sku, qty, [[loc, qty, backordered,
 -- fulfilled], ...]], ...]), fid:<id> (answers of idempotent fulfilments).
 
@@ -21,7 +22,7 @@ end
 
 local function reply(r, extra)
   local out = { ok = 1, st = r.st, exp = r.exp, cust = r.cust, ord = r.ord or '', ext = r.ext,
-                lines = r.lines }
+                lines = r.lines, gen = r.gen or '' }
   if extra then
     for k, v in pairs(extra) do out[k] = v end
   end
