@@ -27,6 +27,7 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.InvalidRequest: 422,
     errors.InvalidQuantity: 422,
     errors.TtlOutOfRange: 422,
+    errors.QuantityTooLarge: 422,
     errors.UnknownSku: 404,
     errors.UnknownLocation: 404,
     errors.ReservationNotFound: 404,
