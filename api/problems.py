@@ -37,6 +37,7 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.InvalidState: 409,
     errors.ExtensionLimit: 409,
     errors.OverFulfil: 409,
+    errors.BackorderNotInStock: 409,
     errors.InvariantViolation: 409,
     errors.SaleNotStarted: 409,
     errors.SaleEnded: 409,

@@ -70,6 +70,7 @@ for _, line in ipairs(lines) do
   for _, a in ipairs(removed[line[1]] and line[3] or {}) do
     change(s, stream, now, a[1], 0, -a[2], a[2], { type = 'committed', reservation_id = rid,
       order_id = order_id, customer_id = r.cust, backordered = a[3] })
+    add_committed_backordered(s, a[1], a[3])
   end
 end
 r.st, r.ord = 'committed', order_id

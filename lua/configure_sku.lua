@@ -92,7 +92,7 @@ else
   for loc, _ in pairs(s.q) do
     if not seen[loc] then
       redis.call('HDEL', sku_key, 'oh:' .. loc, 'rs:' .. loc, 'cm:' .. loc, 'ss:' .. loc,
-        'bl:' .. loc, 'in:' .. loc)
+        'bl:' .. loc, 'in:' .. loc, 'cb:' .. loc)
       s.q[loc] = nil
     end
   end

@@ -55,6 +55,7 @@ else
       if open > 0 then
         change(s, stream, now, a[1], 0, 0, -open, { type = 'released', reservation_id = rid,
           order_id = r.ord, customer_id = r.cust })
+        add_committed_backordered(s, a[1], -open_backordered(a, a[4] or 0))
         customer_add(s.cust, r.cust, -open, 0)
       end
     end
