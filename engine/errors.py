@@ -20,7 +20,10 @@
         ├── IdempotencyConflict       idempotency_conflict (whichever was reused, see the class)
         ├── OverFulfil                over_fulfil (sku, location, requested, remaining)
         ├── QuantityStale             quantity_stale (sku, location, expected, current)
-        └── InvariantViolation        invariant_violation (sku, location, detail, on_hand?)
+        ├── InvariantViolation        invariant_violation (sku, location, detail, on_hand?)
+        ├── QuantityTooLarge          quantity_too_large (sku, location, total, value, limit)
+        └── BackorderNotInStock       backorder_not_in_stock (reservation_id, sku, location,
+                                      requested, in_stock)
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
 Each refusal is a dataclass: its fields are the details the API lists as problem members (a
@@ -229,6 +232,33 @@ class InvariantViolation(EngineError):
     on_hand: int | None = None
 
 
+@dataclass(eq=False)
+class QuantityTooLarge(EngineError):
+    """A stock total would pass the engine's ceiling (engine.validation.QUANTITY_LIMIT)."""
+
+    code = "quantity_too_large"
+    sku: str
+    location: str
+    total: str  # which: on_hand, safety_stock, backorder_limit, incoming, reserved
+    value: int  # what it would have become
+    limit: int
+    detail: str | None = None
+
+
+@dataclass(eq=False)
+class BackorderNotInStock(EngineError):
+    """Backordered units asked to ship before they are in stock: the units on hand are owed to
+    in-stock orders and holds; `in_stock` backordered units could ship now."""
+
+    code = "backorder_not_in_stock"
+    reservation_id: str
+    sku: str
+    location: str
+    requested: int  # backordered units the fulfilment would ship at the location
+    in_stock: int
+    detail: str | None = None
+
+
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
     cls.code: cls
     for cls in (
@@ -250,6 +280,8 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         OverFulfil,
         QuantityStale,
         InvariantViolation,
+        QuantityTooLarge,
+        BackorderNotInStock,
     )
 }
 

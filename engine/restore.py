@@ -184,6 +184,7 @@ class _SkuPlan:
     image: SkuImage
     reserved: dict[str, int] = field(default_factory=dict)
     committed: dict[str, int] = field(default_factory=dict)
+    committed_backordered: dict[str, int] = field(default_factory=dict)  # of `committed`
     holds: list[list[Any]] = field(default_factory=list)
     customers: dict[str, list[int]] = field(default_factory=dict)  # customer -> [units, holds]
     hashes: list[tuple[str, list[Any]]] = field(default_factory=list)
@@ -198,6 +199,7 @@ class _SkuPlan:
                 self.image.on_hand.get(loc, 0),
                 self.reserved.get(loc, 0),
                 self.committed.get(loc, 0),
+                self.committed_backordered.get(loc, 0),
             ]
             for loc in self.locations()
         ]
@@ -238,6 +240,11 @@ def _plan(
                     for a in line.allocations if line.sku == sku else ():
                         open_units = a.quantity - a.fulfilled
                         p.committed[a.location] = p.committed.get(a.location, 0) + open_units
+                        # In-stock units ship first (lua/fulfil.lua): the open ones are late.
+                        late = max(0, min(a.backordered, open_units))
+                        p.committed_backordered[a.location] = (
+                            p.committed_backordered.get(a.location, 0) + late
+                        )
                         p.count(r.customer_id, open_units, 0)
         plans[r.skus[0]].hashes.append((r.id, fields))
         report.reservations += 1

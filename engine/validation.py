@@ -28,6 +28,14 @@ def check_time(name: str, value: datetime | None) -> None:
         raise InvalidRequest(f"{name} must be {TIME_RANGE}, got {value.isoformat()}", field=name)
 
 
+# The ceiling of every stock total (on_hand, safety_stock, backorder_limit, incoming, reserved,
+# committed) at a location; the scripts refuse a change that would pass it (quantity_too_large).
+# Lua numbers are doubles and Redis's cjson writes 14 significant digits: at 10^12 every total,
+# and every sum of them a script or a reply forms, is an exact integer. lua/includes/numbers.lua
+# declares the same value.
+QUANTITY_LIMIT = 10**12
+
+
 def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidRequest(
@@ -73,7 +81,7 @@ def check_fulfil_lines(lines: Sequence[FulfilLine]) -> None:
         raise InvalidRequest("fulfil lines, when given, must not be empty", field="lines")
     for line in lines:
         check_id("sku", line.sku)
-        check_quantity(line.sku, line.quantity, 10**12)
+        check_quantity(line.sku, line.quantity, QUANTITY_LIMIT)
         if line.location is not None:
             check_id("location", line.location)
 

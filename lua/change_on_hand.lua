@@ -26,6 +26,7 @@
 -- Returns JSON {ok=1, oh, rs, cm, ss, bl, inc, replayed?}
 -- Errors: invalid_quantity{sku,location,quantity}, unknown_sku{sku}, unknown_location{sku,location},
 -- quantity_stale{sku,location,expected,current}, invariant_violation{sku,location,detail,on_hand},
+-- quantity_too_large{sku,location,total,value,limit,detail} (on_hand past QUANTITY_LIMIT),
 -- idempotency_conflict{key}
 -- Events: restocked | adjusted | on_hand_set (data = {key, fp, answer} with an idempotency key),
 -- expired, low_stock / out_of_stock / back_in_stock
@@ -68,6 +69,10 @@ end
 if q.oh + delta < 0 then
   return fail('invariant_violation', { sku = sku, location = loc, on_hand = q.oh,
     detail = 'on_hand cannot go below zero' })
+end
+if delta > 0 then
+  local refusal = over_limit(sku, loc, 'on_hand', q.oh + delta)
+  if refusal then return refusal end
 end
 
 local now = now_ms(ARGV[1])

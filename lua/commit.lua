@@ -22,7 +22,8 @@
 --
 -- Returns JSON {ok=1, st="committed", exp, cust, ord, ext, lines, replayed?}
 -- Errors: reservation_not_found{reservation_id}, stale_keys (engine re-reads the SKU list),
--- reservation_expired{reservation_id,expired_at}, invalid_state{reservation_id,status},
+-- reservation_expired{reservation_id,expired_at} (past its deadline, or its hold was reclaimed),
+-- invalid_state{reservation_id,status},
 -- idempotency_conflict{reservation_id,order_id}
 -- Events: committed (one per location line), expired (when it finds the hold expired)
 
@@ -54,18 +55,23 @@ for _, s in pairs(skus) do
   reclaim(s, stream, now, now, reclaim_limit)
 end
 local lines = cjson.decode(r.lines)
-for _, line in ipairs(lines) do
-  local s = skus[line[1]]
-  for _, a in ipairs(line[3]) do
-    change(s, stream, now, a[1], 0, -a[2], a[2], { type = 'committed', reservation_id = rid,
-      order_id = order_id, customer_id = r.cust, backordered = a[3] })
+-- Units move only off a hold this call removes (open_reservation checked they are all there):
+-- a hold already reclaimed gave its units back once.
+local removed = {}
+for sku, allocs in pairs(allocations_by_sku(lines)) do
+  local s = skus[sku]
+  removed[sku] = redis.call('ZREM', s.holds, hold_member(rid, r.cust, allocs)) == 1
+  if removed[sku] then
+    customer_add(s.cust, r.cust, 0, -1)
   end
 end
-local by_sku = allocations_by_sku(lines)
-for sku, allocs in pairs(by_sku) do
-  local s = skus[sku]
-  redis.call('ZREM', s.holds, hold_member(rid, r.cust, allocs))
-  customer_add(s.cust, r.cust, 0, -1)
+for _, line in ipairs(lines) do
+  local s = skus[line[1]]
+  for _, a in ipairs(removed[line[1]] and line[3] or {}) do
+    change(s, stream, now, a[1], 0, -a[2], a[2], { type = 'committed', reservation_id = rid,
+      order_id = order_id, customer_id = r.cust, backordered = a[3] })
+    add_committed_backordered(s, a[1], a[3])
+  end
 end
 r.st, r.ord = 'committed', order_id
 redis.call('HSET', res_key, 'st', 'committed', 'ord', order_id)

@@ -22,7 +22,8 @@
 -- ARGV[5]  reason for on_hand changes;  ARGV[6] reference
 --
 -- Returns JSON {ok=1, created=0|1}
--- Errors: invalid_request{detail}, invariant_violation{sku,location,detail}
+-- Errors: invalid_request{detail}, invariant_violation{sku,location,detail},
+-- quantity_too_large{sku,location,total,value,limit,detail} (a quantity past QUANTITY_LIMIT)
 -- Events: sku_configured (data = the config), on_hand_set (per location whose on_hand changed),
 -- expired, low_stock / out_of_stock / back_in_stock
 
@@ -65,6 +66,11 @@ for n, loc in ipairs(cfg.locations) do
   if loc.on_hand ~= nil and loc.on_hand ~= cjson.null and not nonneg(loc.on_hand) then
     return fail('invalid_request', { detail = name .. ': on_hand must be an integer >= 0' })
   end
+  for _, field in ipairs({ 'on_hand', 'safety_stock', 'backorder_limit', 'incoming' }) do
+    local value = loc[field]
+    local refusal = value ~= cjson.null and value ~= nil and over_limit(sku, name, field, value)
+    if refusal then return refusal end
+  end
   seen[name] = true
   names[n] = name
 end
@@ -86,7 +92,7 @@ else
   for loc, _ in pairs(s.q) do
     if not seen[loc] then
       redis.call('HDEL', sku_key, 'oh:' .. loc, 'rs:' .. loc, 'cm:' .. loc, 'ss:' .. loc,
-        'bl:' .. loc, 'in:' .. loc)
+        'bl:' .. loc, 'in:' .. loc, 'cb:' .. loc)
       s.q[loc] = nil
     end
   end

@@ -21,7 +21,8 @@
 --
 -- Returns JSON {ok=1, st="held", exp (new deadline), cust, ord, ext, lines}
 -- Errors: ttl_out_of_range{ttl_seconds,min,max}, reservation_not_found{reservation_id},
--- stale_keys, reservation_expired{reservation_id,expired_at}, invalid_state{reservation_id,status},
+-- stale_keys, reservation_expired{reservation_id,expired_at} (past its deadline, or its hold was
+-- reclaimed), invalid_state{reservation_id,status},
 -- extension_limit{reservation_id,limit}
 -- Events: extended (one per location line, deltas 0, new expires_at), expired
 

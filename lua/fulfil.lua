@@ -8,7 +8,9 @@
 -- fulfil.lua: committed units ship: `committed` and `on_hand` go down together.
 --
 -- Whole (no lines) or per line, partial allowed, never more than committed. A fulfilment id makes
--- a partial fulfilment safe to retry. Backordered units cannot ship before they are on hand.
+-- a partial fulfilment safe to retry. Backordered units ship only once they are in stock: from
+-- units on hand that no in-stock order or hold is owed (an allocation's in-stock units ship
+-- first), so a backorder never takes the unit an earlier in-stock order was sold.
 --
 -- KEYS[1]  partition event stream
 -- KEYS[2]  reservation hash
@@ -25,7 +27,8 @@
 -- lines (each allocation's 4th number is what has shipped), replayed?}
 -- Errors: reservation_not_found, stale_keys, invalid_state{reservation_id,status,expected},
 -- invalid_request{detail}, invalid_quantity{sku,quantity}, over_fulfil{sku,location,requested,
--- remaining}, invariant_violation{sku,location,detail,on_hand}, idempotency_conflict{fulfilment_id}
+-- remaining}, invariant_violation{sku,location,detail,on_hand}, idempotency_conflict{fulfilment_id},
+-- backorder_not_in_stock{reservation_id,sku,location,requested,in_stock,detail}
 -- Events: fulfilled (one per location line; data = {req = ARGV[6]} with a fulfilment id), expired
 -- (when it finds a hold past its deadline)
 
@@ -45,6 +48,10 @@ if fid ~= '' and r['fid:' .. fid] ~= nil then
 end
 if r.st ~= 'committed' then
   return fail('invalid_state', { reservation_id = rid, status = r.st, expected = 'committed' })
+end
+-- Expired holds are owed nothing: reclaim them before deciding what backorders may ship.
+for _, s in pairs(skus) do
+  reclaim(s, stream, now, now, reclaim_limit)
 end
 local lines = cjson.decode(r.lines)
 
@@ -93,26 +100,37 @@ end
 if #ships == 0 then
   return fail('over_fulfil', { sku = '', location = '', requested = 0, remaining = 0 })
 end
-local per_loc = {}
+local per_loc, late_per_loc, shipped = {}, {}, {}
 for _, sh in ipairs(ships) do
-  local key = sh[1][1] .. '|' .. sh[2][1]
+  local a = sh[2]
+  local key = sh[1][1] .. '|' .. a[1]
   per_loc[key] = (per_loc[key] or 0) + sh[3]
-  local q = skus[sh[1][1]].q[sh[2][1]]
+  local before = shipped[a] or a[4]
+  shipped[a] = before + sh[3]
+  sh[4] = open_backordered(a, before) - open_backordered(a, shipped[a])  -- late units shipped
+  late_per_loc[key] = (late_per_loc[key] or 0) + sh[4]
+  local q = skus[sh[1][1]].q[a[1]]
+  local in_stock = backorder_in_stock(q)
+  if late_per_loc[key] > in_stock then
+    return fail('backorder_not_in_stock', { reservation_id = rid, sku = sh[1][1],
+      location = a[1], requested = late_per_loc[key], in_stock = in_stock,
+      detail = 'only ' .. fmt(in_stock) .. ' backordered units of ' .. sh[1][1] .. ' at ' .. a[1]
+        .. ' are in stock (the rest on hand is owed to in-stock orders and holds), '
+        .. fmt(late_per_loc[key]) .. ' requested' })
+  end
   if q.oh < per_loc[key] then
-    return fail('invariant_violation', { sku = sh[1][1], location = sh[2][1], on_hand = q.oh,
+    return fail('invariant_violation', { sku = sh[1][1], location = a[1], on_hand = q.oh,
       detail = 'on_hand would go below zero: backordered units must arrive before they ship' })
   end
 end
 
-for _, s in pairs(skus) do
-  reclaim(s, stream, now, now, reclaim_limit)
-end
 -- The request a fulfilment id stands for travels in its events, so a restore rebuilds its record.
 local data = fid ~= '' and cjson.encode({ req = wanted_arg }) or ''
 for _, sh in ipairs(ships) do
   local s, a, q = skus[sh[1][1]], sh[2], sh[3]
   change(s, stream, now, a[1], -q, 0, -q, { type = 'fulfilled', reservation_id = rid,
     order_id = r.ord, customer_id = r.cust, reference = fid, data = data })
+  add_committed_backordered(s, a[1], -sh[4])
   customer_add(s.cust, r.cust, -q, 0)
   a[4] = a[4] + q
 end

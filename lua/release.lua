@@ -20,7 +20,8 @@
 --
 -- Returns JSON {ok=1, st, exp, cust, ord, ext, lines} (st is the state after the call)
 -- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys
--- Events: released (one per location line), expired (when it finds the hold expired)
+-- Events: released (one per location line), expired (when it finds the hold past its deadline
+-- or reclaimed: st is then "expired" and the reclaimed part moves nothing again)
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
@@ -41,8 +42,10 @@ if r.st == 'held' then
   for sku, allocs in pairs(allocations_by_sku(lines)) do
     local s = skus[sku]
     local member = hold_member(rid, r.cust, allocs)
-    redis.call('ZREM', s.holds, member)
-    drop_hold(s, stream, now, member, 'released')
+    -- Only a hold this call removes gives units back: a reclaimed one already did.
+    if redis.call('ZREM', s.holds, member) == 1 then
+      drop_hold(s, stream, now, member, 'released')
+    end
   end
 else
   for _, line in ipairs(lines) do
@@ -52,6 +55,7 @@ else
       if open > 0 then
         change(s, stream, now, a[1], 0, 0, -open, { type = 'released', reservation_id = rid,
           order_id = r.ord, customer_id = r.cust })
+        add_committed_backordered(s, a[1], -open_backordered(a, a[4] or 0))
         customer_add(s.cust, r.cust, -open, 0)
       end
     end

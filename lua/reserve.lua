@@ -41,6 +41,8 @@
 --   sale_ends_at}, purchase_limit_exceeded{sku,limit,remaining}, too_many_holds{sku,limit},
 --   insufficient_stock{sku,location,requested,available,so} (so = 1 when the SKU has no unit
 --   and no backorder room left anywhere: the engine's sold-out fast path reads it)
+--   quantity_too_large{sku,location,total,value,limit,detail} (reserved + committed at a
+--   location would pass QUANTITY_LIMIT)
 -- A malformed batch (argument count) is a Redis error reply: an engine bug, not a request's fault.
 -- Events: reserved (one per location line; data = {fp, line, gen}), expired (lazy expiry), low_stock /
 -- out_of_stock / back_in_stock (crossings)
@@ -240,6 +242,17 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
       end
     end
     result_lines[n] = { s.sku, qty, allocs }
+  end
+
+  -- Totals stay exact: reserved + committed at a location (so each) never pass the limit.
+  for n, line in ipairs(result_lines) do
+    local s = skus[lines[n][1]]
+    for _, a in ipairs(line[3]) do
+      local q = s.q[a[1]]
+      local units = q.rs + q.cm + taken[lines[n][1] .. '|' .. a[1]]
+      local refusal = over_limit(s.sku, a[1], 'reserved', units, 'reserved + committed')
+      if refusal then return refusal end
+    end
   end
 
   -- Writes.

@@ -20,7 +20,8 @@
 -- ARGV[1]  SKU
 -- ARGV[2]  mode: "replace" | "append"
 -- ARGV[3]  replace: the config JSON configure_sku takes (its locations' on_hand is ignored); ""
--- ARGV[4]  replace: quantities JSON [[location, on_hand, reserved, committed], ...]; ""
+-- ARGV[4]  replace: quantities JSON [[location, on_hand, reserved, committed,
+--          committed_backordered (optional, 0)], ...]; ""
 -- ARGV[5]  holds JSON [[member, deadline ms], ...]
 -- ARGV[6]  customer counters JSON [[customer, units, holds], ...], added to what is there
 -- ARGV[7]  reservations JSON [[pexpireat ms (0: no expiry), field, value, field, value, ...], ...]
@@ -95,15 +96,16 @@ if mode == 'replace' then
       return fail('invalid_request', { detail = 'bad location in config' })
     end
     names[n] = loc.location
-    q[loc.location] = { oh = 0, rs = 0, cm = 0, ss = loc.safety_stock, bl = loc.backorder_limit,
-                        inc = loc.incoming }
+    q[loc.location] = { oh = 0, rs = 0, cm = 0, cb = 0, ss = loc.safety_stock,
+                        bl = loc.backorder_limit, inc = loc.incoming }
   end
   for _, row in ipairs(quantities) do
     local t = q[row[1]]
-    if t == nil or not count(row[2]) or not count(row[3]) or not count(row[4]) then
+    if t == nil or not count(row[2]) or not count(row[3]) or not count(row[4])
+        or (row[5] ~= nil and not count(row[5])) then
       return fail('invalid_request', { detail = 'quantities name a location not in the config' })
     end
-    t.oh, t.rs, t.cm = row[2], row[3], row[4]
+    t.oh, t.rs, t.cm, t.cb = row[2], row[3], row[4], row[5] or 0
   end
   s = { sku = sku, q = q, cfg = {
     locations = names, purchase_limit = cfg.purchase_limit,
@@ -125,7 +127,7 @@ if mode == 'replace' then
     local t = s.q[loc]
     redis.call('HSET', sku_key, 'oh:' .. loc, fmt(t.oh), 'rs:' .. loc, fmt(t.rs),
       'cm:' .. loc, fmt(t.cm), 'ss:' .. loc, fmt(t.ss), 'bl:' .. loc, fmt(t.bl),
-      'in:' .. loc, fmt(t.inc))
+      'in:' .. loc, fmt(t.inc), 'cb:' .. loc, fmt(t.cb))
   end
   local total = total_available(s)
   local threshold = tonumber(s.cfg.low_stock_threshold) or 0

@@ -32,6 +32,7 @@ class Res:
     allocs: list[tuple[str, str, int]]  # sku, location, quantity
     status: str
     deadline: int
+    late: dict[tuple[str, str], int] = field(default_factory=dict)  # backordered units
     order: str | None = None
     ext: int = 0
 
@@ -54,6 +55,11 @@ class Model:
     def available(self, key: tuple[str, str]) -> int:
         return self.on_hand[key] - self.reserved(key) - self.committed[key]
 
+    def backorder_in_stock(self, key: tuple[str, str]) -> int:
+        """Backordered units that may ship: available plus the backordered units committed."""
+        late = sum(r.late.get(key, 0) for rid, r in self.res.items() if r.status == "committed")
+        return max(0, self.available(key) + late)
+
     def sold_out(self, s: str) -> bool:
         """No unit and no backorder room anywhere: the engine may refuse from its sold-out marks."""
         return all(
@@ -70,6 +76,7 @@ class Model:
             if LIMIT[s] and self.units(customer, s) + wanted > LIMIT[s]:
                 return e.PurchaseLimitExceeded
         taken: dict[tuple[str, str], int] = {}
+        late: dict[tuple[str, str], int] = {}
         allocs: list[tuple[str, str, int]] = []
         ends: list[int] = []
         for s, qty in lines:
@@ -82,6 +89,8 @@ class Model:
                     q = min(need, max(0, room))
                     if q:
                         taken[key] = taken.get(key, 0) + q
+                        if backorder:
+                            late[key] = late.get(key, 0) + q
                         allocs.append((s, loc, q))
                         need -= q
             ends.append(len(allocs))
@@ -91,7 +100,7 @@ class Model:
         for n, (s, loc, q) in enumerate(allocs):
             line = next(i for i, end in enumerate(ends) if n < end)
             merged[(s, loc, line)] = merged.get((s, loc, line), 0) + q
-        return [(s, loc, q) for (s, loc, _), q in merged.items()]
+        return [(s, loc, q) for (s, loc, _), q in merged.items()], late
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -147,12 +156,21 @@ class EngineMachine(RuleBasedStateMachine):
         got = self.outcome(
             self.engine.reserve(rid, customer, [CartLine(s, q) for s, q in lines], ttl)
         )
-        if isinstance(expected, list):
+        if isinstance(expected, tuple):
+            allocs, late = expected
             assert not isinstance(got, type), got
             assert sorted(
                 (ln.sku, a.location, a.quantity) for ln in got.lines for a in ln.allocations
-            ) == sorted(expected)
-            self.model.res[rid] = Res(customer, expected, "held", self.model.now + ttl * 1000)
+            ) == sorted(allocs)
+            got_late: dict[tuple[str, str], int] = {}
+            for ln in got.lines:
+                for a in ln.allocations:
+                    if a.backordered:
+                        key = (ln.sku, a.location)
+                        got_late[key] = got_late.get(key, 0) + a.backordered
+            assert got_late == late
+            r = Res(customer, allocs, "held", self.model.now + ttl * 1000, late=late)
+            self.model.res[rid] = r
         elif got is not expected:
             # The sold-out fast path answers "insufficient stock" before the checks Redis would
             # make first (a purchase limit); it must never refuse a cart that could be held.
@@ -208,8 +226,14 @@ class EngineMachine(RuleBasedStateMachine):
         need: dict[tuple[str, str], int] = {}
         for s, loc, q in r.allocs:
             need[(s, loc)] = need.get((s, loc), 0) + q
-        if any(self.model.on_hand[k] < q for k, q in need.items()):
-            assert got is e.InvariantViolation
+        refusals: set[type[e.EngineError]] = set()
+        for k, q in need.items():
+            if r.late.get(k, 0) > self.model.backorder_in_stock(k):
+                refusals.add(e.BackorderNotInStock)  # the units on hand are owed in stock
+            if self.model.on_hand[k] < q:
+                refusals.add(e.InvariantViolation)
+        if refusals:
+            assert got in refusals, (got, refusals)
             return
         assert not isinstance(got, type) and got.status == "fulfilled"
         for k, q in need.items():

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from engine.types import ID_PATTERN, Reason
-from engine.validation import TIME_RANGE, time_in_range
+from engine.validation import QUANTITY_LIMIT, TIME_RANGE, time_in_range
 
 
 def _json_time(value: Any) -> Any:
@@ -51,8 +51,8 @@ Timestamp = Annotated[
 
 # Ids travel inside Redis key names: the engine's own pattern, so /docs states the real rule.
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern, max_length=64)]
-# Stock quantities: the engine's own ceiling for one change (its scripts refuse beyond 1e15).
-MAX_UNITS = 10**12
+# Stock quantities: the engine's ceiling for any stock total, so also for one change.
+MAX_UNITS = QUANTITY_LIMIT
 Units = Annotated[Int, Field(ge=0, le=MAX_UNITS)]
 Reference = Annotated[
     str,

@@ -75,3 +75,9 @@ local function allocations_by_sku(lines)
   end
   return by_sku, order
 end
+
+-- Units of an allocation {loc, qty, backordered, shipped} still backordered once `shipped` of it
+-- have shipped: its in-stock units ship first, so its last `backordered` units are the late ones.
+local function open_backordered(a, shipped)
+  return math.max(0, math.min(a[3] or 0, a[2] - shipped))
+end

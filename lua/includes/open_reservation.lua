@@ -39,8 +39,22 @@ local function finalize_expired(r, res_key, skus, stream, ts, retention_ms)
   redis.call('PEXPIRE', res_key, retention_ms)
 end
 
+-- Whether every hold member of a held reservation is still in its SKU's zset and not yet due.
+-- The hash alone cannot say: Redis TIME can go backwards (a failover to a slower clock), so a
+-- hold lazy expiry or the sweeper reclaimed may belong to a deadline that looks not yet passed.
+local function holds_intact(r, skus, now)
+  for sku, allocs in pairs(allocations_by_sku(cjson.decode(r.lines))) do
+    local s = skus[sku]
+    local score = s and redis.call('ZSCORE', s.holds, hold_member(r.rid, r.cust, allocs))
+    if not score or tonumber(score) <= now then
+      return false
+    end
+  end
+  return true
+end
+
 -- The opening every script on an existing reservation shares: load it, check the SKU keys the
--- engine declared, and record expiry if its deadline has passed.
+-- engine declared, and record expiry if its deadline has passed or its holds were reclaimed.
 -- Returns r, skus, now; or nil and the error reply to return.
 local function open_reservation(stream, res_key, rid, skus_arg, clock_offset, retention_ms)
   local r = load_reservation(res_key, rid)
@@ -52,7 +66,7 @@ local function open_reservation(stream, res_key, rid, skus_arg, clock_offset, re
     return nil, fail('stale_keys')
   end
   local now = now_ms(clock_offset)
-  if r.st == 'held' and r.exp <= now then
+  if r.st == 'held' and (r.exp <= now or not holds_intact(r, skus, now)) then
     finalize_expired(r, res_key, skus, stream, now, retention_ms)
   end
   return r, skus, now

@@ -1,6 +1,9 @@
 --- @include "events"
 -- includes/sku_state.lua: one SKU's quantities and threshold events.
--- A SKU's state `s` is {sku, key, holds, cust, cfg, q = {loc = {oh, rs, cm, ss, bl, inc}}, lvl}.
+-- A SKU's state `s` is {sku, key, holds, cust, cfg, q = {loc = {oh, rs, cm, ss, bl, inc, cb}},
+-- lvl}.
+-- `cb` (hash field `cb:<loc>`) counts the backordered units among `committed`: the rest of
+-- committed, and all of reserved, are owed units on the shelf.
 
 local function load_sku(sku, sku_key, holds_key, cust_key)
   local raw = redis.call('HGETALL', sku_key)
@@ -18,6 +21,7 @@ local function load_sku(sku, sku_key, holds_key, cust_key)
       oh = tonumber(h['oh:' .. loc] or '0'), rs = tonumber(h['rs:' .. loc] or '0'),
       cm = tonumber(h['cm:' .. loc] or '0'), ss = tonumber(h['ss:' .. loc] or '0'),
       bl = tonumber(h['bl:' .. loc] or '0'), inc = tonumber(h['in:' .. loc] or '0'),
+      cb = tonumber(h['cb:' .. loc] or '0'),
     }
   end
   return s
@@ -33,6 +37,19 @@ local function total_available(s)
     total = total + available(s.q[loc])
   end
   return total
+end
+
+-- Backordered units that can ship from a location now: a backorder ships only from units no
+-- in-stock order or hold is owed, i.e. from what is available plus the backordered units
+-- committed there (shipping x of them leaves on_hand >= in-stock committed + reserved + safety).
+local function backorder_in_stock(q)
+  return math.max(0, available(q) + q.cb)
+end
+
+local function add_committed_backordered(s, loc, units)
+  if units ~= 0 then
+    s.q[loc].cb = redis.call('HINCRBY', s.key, 'cb:' .. loc, units)
+  end
 end
 
 -- Applies deltas to one location, in Redis and in `s`, and emits the event describing it.
