@@ -18,7 +18,6 @@ from starlette.responses import Response
 
 from engine import errors
 from engine.errors import EngineError
-from engine.types import ms_to_datetime
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -134,66 +133,6 @@ def problem(
 def engine_problem(exc: EngineError) -> ProblemResponse:
     status = STATUS_BY_ERROR.get(type(exc), 500)
     details = exc.details
-    detail = details.pop("detail", None) or describe(exc) or str(exc)
-    return problem(status, exc.code, str(detail), extra=details)
-
-
-def describe(exc: EngineError) -> str | None:
-    """A sentence for a person; the machine reads the members."""
-    match exc:
-        case errors.InsufficientStock():
-            return (
-                f"only {exc.available} of {exc.sku} available{_at(exc.location)}, "
-                f"{exc.requested} requested"
-            )
-        case errors.PurchaseLimitExceeded():
-            return (
-                f"purchase limit of {exc.limit} for {exc.sku} reached; "
-                f"{exc.remaining} more may be bought"
-            )
-        case errors.TooManyHolds():
-            return f"at most {exc.limit} active holds on {exc.sku}"
-        case errors.SaleNotStarted():
-            return f"the sale of {exc.sku} has not started: it opens at {_when(exc.sale_starts_at)}"
-        case errors.SaleEnded():
-            return f"the sale of {exc.sku} has ended: it closed at {_when(exc.sale_ends_at)}"
-        case errors.UnknownSku():
-            return f"no SKU {exc.sku}"
-        case errors.UnknownLocation():
-            return f"SKU {exc.sku} has no location {exc.location}"
-        case errors.ReservationNotFound():
-            return f"no reservation {exc.reservation_id}"
-        case errors.ReservationExpired():
-            return f"reservation {exc.reservation_id} expired at {_when(exc.expired_at)}"
-        case errors.InvalidState():
-            return f"reservation {exc.reservation_id} is {exc.status}, expected {exc.expected}"
-        case errors.ExtensionLimit():
-            return f"reservation {exc.reservation_id} may be extended {exc.limit} times"
-        case errors.IdempotencyConflict():
-            return "this idempotency key was used for a different request"
-        case errors.OverFulfil():
-            return (
-                f"{exc.requested} of {exc.sku}{_at(exc.location)} requested, "
-                f"{exc.remaining} left to fulfil"
-            )
-        case errors.QuantityStale():
-            return (
-                f"on_hand of {exc.sku}{_at(exc.location)} is {exc.current}, "
-                f"not {exc.expected} (change_from_quantity)"
-            )
-        case errors.InvalidQuantity():
-            return f"invalid quantity {exc.quantity} for {exc.sku}"
-        case errors.TtlOutOfRange():
-            return "ttl_seconds is outside the allowed range"
-    return None
-
-
-def _at(location: str | None) -> str:
-    return f" at {location}" if location else ""
-
-
-def _when(ms: Any) -> str:
-    try:
-        return ms_to_datetime(int(ms)).isoformat()
-    except (TypeError, ValueError):
-        return str(ms)
+    details.pop("detail", None)  # the sentence carries it; a member would repeat it
+    # The same sentence the CLI prints: each refusal class words its own.
+    return problem(status, exc.code, str(exc), extra=details)

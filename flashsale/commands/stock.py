@@ -44,7 +44,7 @@ def with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(run())
     except EngineError as exc:
-        fail(f"{exc.code}: {exc}")
+        fail(str(exc))  # the sentence the API's problem detail says
 
 
 @stock_app.command("show")
