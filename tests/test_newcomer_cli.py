@@ -28,6 +28,12 @@ def demo(settings: Settings) -> Settings:
     return settings
 
 
+def test_stock_adjust_takes_a_negative_delta_and_a_reason_after_it(demo: Settings) -> None:
+    code, output = invoke(demo, "stock", "adjust", DEMO_SKU, "wh-east", "-1", "--reason", "damaged")
+    assert code == 0, output
+    assert f"{DEMO_SKU}@wh-east: on_hand=59" in output
+
+
 def test_a_refusal_prints_the_sentence_the_api_sends_once(demo: Settings) -> None:
     code, output = invoke(demo, "stock", "show", "nope")
     assert code == 1
