@@ -46,6 +46,42 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
 
+# A problem's `title` per code, written as a title; a code missing here gets its words capitalized.
+TITLES: dict[str, str] = {
+    # the engine's refusals
+    "invalid_request": "Invalid request",
+    "invalid_quantity": "Invalid quantity",
+    "ttl_out_of_range": "TTL out of range",
+    "unknown_sku": "Unknown SKU",
+    "unknown_location": "Unknown location",
+    "insufficient_stock": "Insufficient stock",
+    "purchase_limit_exceeded": "Purchase limit exceeded",
+    "too_many_holds": "Too many active holds",
+    "sale_not_started": "Sale not started",
+    "sale_ended": "Sale ended",
+    "reservation_not_found": "Reservation not found",
+    "reservation_expired": "Reservation expired",
+    "invalid_state": "Reservation in another state",
+    "extension_limit": "Extension limit reached",
+    "idempotency_conflict": "Idempotency conflict",
+    "over_fulfil": "More than committed fulfilled",
+    "quantity_stale": "Stale on-hand quantity",
+    "invariant_violation": "Stock invariant violated",
+    # the API's own
+    "unauthenticated": "Unauthenticated",
+    "forbidden": "Forbidden",
+    "rate_limited": "Rate limited",
+    "validation_failed": "Validation failed",
+    "malformed_body": "Malformed body",
+    "body_too_large": "Body too large",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "not_ready": "Not ready",
+    "ledger_unavailable": "Ledger unavailable",
+    "redis_unavailable": "Redis unavailable",
+    "internal_error": "Internal error",
+}
+
 # Members RFC 9457 reserves; an engine detail of the same name is renamed rather than lost.
 _RESERVED = {"type", "title", "status", "detail", "code", "instance"}
 _RENAMED = {"status": "reservation_status"}  # invalid_state's status is the reservation's
@@ -118,7 +154,7 @@ def problem(
 ) -> ProblemResponse:
     body: dict[str, Any] = {
         "type": f"urn:flashsale:problem:{code}",
-        "title": code.replace("_", " ").capitalize(),
+        "title": title(code),
         "status": status,
         "detail": detail,
         "code": code,
@@ -128,6 +164,10 @@ def problem(
             key = _RENAMED.get(key, f"engine_{key}")
         body[key] = value
     return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def title(code: str) -> str:
+    return TITLES.get(code) or code.replace("_", " ").capitalize()
 
 
 def engine_problem(exc: EngineError) -> ProblemResponse:
