@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import version
 
 import pytest
 from typer.testing import CliRunner
@@ -42,3 +43,9 @@ def test_a_refusal_prints_the_sentence_the_api_sends_once(demo: Settings) -> Non
     code, output = invoke(demo, "stock", "restock", DEMO_SKU, "wh-north", "1")
     assert code == 1
     assert output.strip() == f"error: SKU {DEMO_SKU} has no location wh-north"
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"flashsale {version('flashsale')}"
