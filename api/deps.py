@@ -65,9 +65,17 @@ _bearer = HTTPBearer(
 
 
 async def authenticate(
-    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    ctx: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None:
+        sent = request.headers.get("authorization", "").strip()
+        if sent and sent.split()[0].lower() != "bearer":
+            # A key sent without its scheme: say what is missing, not that nothing came.
+            raise _unauthenticated(
+                "the Authorization header lacks the Bearer scheme (Authorization: Bearer <key>)"
+            )
         raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
     caller = ctx.keys.identify(credentials.credentials)
     if caller is None:

@@ -16,6 +16,8 @@ from starlette.responses import Response
 from api.openapi import allowed_methods
 from api.problems import ApiProblem, engine_problem, problem
 from engine.errors import EngineError
+from engine.types import ID_PATTERN
+from engine.validation import ID_RULE
 
 log = logging.getLogger("flashsale.api")
 
@@ -84,4 +86,11 @@ def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
 
 def _slim(error: Any) -> dict[str, Any]:
     # Drop `input` (it echoes the caller's data, possibly large) and `ctx` (may hold exceptions).
-    return {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+    return {"loc": list(error.get("loc", ())), "msg": _message(error), "type": error.get("type")}
+
+
+def _message(error: Any) -> Any:
+    ctx = error.get("ctx") or {}
+    if error.get("type") == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN.pattern:
+        return f"must be {ID_RULE}"  # the rule in words; the regex is in the OpenAPI document
+    return error.get("msg")

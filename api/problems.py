@@ -18,7 +18,6 @@ from starlette.responses import Response
 
 from engine import errors
 from engine.errors import EngineError
-from engine.types import ms_to_datetime
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -50,6 +49,45 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
 }
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
+
+# A problem's `title` per code, written as a title; a code missing here gets its words capitalized.
+TITLES: dict[str, str] = {
+    # the engine's refusals
+    "invalid_request": "Invalid request",
+    "invalid_quantity": "Invalid quantity",
+    "ttl_out_of_range": "TTL out of range",
+    "unknown_sku": "Unknown SKU",
+    "unknown_location": "Unknown location",
+    "insufficient_stock": "Insufficient stock",
+    "purchase_limit_exceeded": "Purchase limit exceeded",
+    "too_many_holds": "Too many active holds",
+    "sale_not_started": "Sale not started",
+    "sale_ended": "Sale ended",
+    "reservation_not_found": "Reservation not found",
+    "reservation_expired": "Reservation expired",
+    "invalid_state": "Reservation in another state",
+    "extension_limit": "Extension limit reached",
+    "idempotency_conflict": "Idempotency conflict",
+    "over_fulfil": "More than committed fulfilled",
+    "quantity_stale": "Stale on-hand quantity",
+    "invariant_violation": "Stock invariant violated",
+    "quantity_too_large": "Quantity too large",
+    "backorder_not_in_stock": "Backorder not in stock",
+    # the API's own
+    "unauthenticated": "Unauthenticated",
+    "forbidden": "Forbidden",
+    "rate_limited": "Rate limited",
+    "validation_failed": "Validation failed",
+    "malformed_body": "Malformed body",
+    "body_too_large": "Body too large",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "not_ready": "Not ready",
+    "unsupported_media_type": "Unsupported media type",
+    "ledger_unavailable": "Ledger unavailable",
+    "redis_unavailable": "Redis unavailable",
+    "internal_error": "Internal error",
+}
 
 # Members RFC 9457 reserves; an engine detail of the same name is renamed rather than lost.
 _RESERVED = {"type", "title", "status", "detail", "code", "instance"}
@@ -123,7 +161,7 @@ def problem(
 ) -> ProblemResponse:
     body: dict[str, Any] = {
         "type": f"urn:flashsale:problem:{code}",
-        "title": code.replace("_", " ").capitalize(),
+        "title": title(code),
         "status": status,
         "detail": detail,
         "code": code,
@@ -135,69 +173,13 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
+def title(code: str) -> str:
+    return TITLES.get(code) or code.replace("_", " ").capitalize()
+
+
 def engine_problem(exc: EngineError) -> ProblemResponse:
     status = STATUS_BY_ERROR.get(type(exc), 500)
     details = exc.details
-    detail = details.pop("detail", None) or describe(exc) or str(exc)
-    return problem(status, exc.code, str(detail), extra=details)
-
-
-def describe(exc: EngineError) -> str | None:
-    """A sentence for a person; the machine reads the members."""
-    match exc:
-        case errors.InsufficientStock():
-            return (
-                f"only {exc.available} of {exc.sku} available{_at(exc.location)}, "
-                f"{exc.requested} requested"
-            )
-        case errors.PurchaseLimitExceeded():
-            return (
-                f"purchase limit of {exc.limit} for {exc.sku} reached; "
-                f"{exc.remaining} more may be bought"
-            )
-        case errors.TooManyHolds():
-            return f"at most {exc.limit} active holds on {exc.sku}"
-        case errors.SaleNotStarted():
-            return f"the sale of {exc.sku} has not started: it opens at {_when(exc.sale_starts_at)}"
-        case errors.SaleEnded():
-            return f"the sale of {exc.sku} has ended: it closed at {_when(exc.sale_ends_at)}"
-        case errors.UnknownSku():
-            return f"no SKU {exc.sku}"
-        case errors.UnknownLocation():
-            return f"SKU {exc.sku} has no location {exc.location}"
-        case errors.ReservationNotFound():
-            return f"no reservation {exc.reservation_id}"
-        case errors.ReservationExpired():
-            return f"reservation {exc.reservation_id} expired at {_when(exc.expired_at)}"
-        case errors.InvalidState():
-            return f"reservation {exc.reservation_id} is {exc.status}, expected {exc.expected}"
-        case errors.ExtensionLimit():
-            return f"reservation {exc.reservation_id} may be extended {exc.limit} times"
-        case errors.IdempotencyConflict():
-            return "this idempotency key was used for a different request"
-        case errors.OverFulfil():
-            return (
-                f"{exc.requested} of {exc.sku}{_at(exc.location)} requested, "
-                f"{exc.remaining} left to fulfil"
-            )
-        case errors.QuantityStale():
-            return (
-                f"on_hand of {exc.sku}{_at(exc.location)} is {exc.current}, "
-                f"not {exc.expected} (change_from_quantity)"
-            )
-        case errors.InvalidQuantity():
-            return f"invalid quantity {exc.quantity} for {exc.sku}"
-        case errors.TtlOutOfRange():
-            return "ttl_seconds is outside the allowed range"
-    return None
-
-
-def _at(location: str | None) -> str:
-    return f" at {location}" if location else ""
-
-
-def _when(ms: Any) -> str:
-    try:
-        return ms_to_datetime(int(ms)).isoformat()
-    except (TypeError, ValueError):
-        return str(ms)
+    details.pop("detail", None)  # the sentence carries it; a member would repeat it
+    # The same sentence the CLI prints: each refusal class words its own.
+    return problem(status, exc.code, str(exc), extra=details)

@@ -27,13 +27,16 @@
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
 Each refusal is a dataclass: its fields are the details the API lists as problem members (a
-field left None is not one of them).
+field left None is not one of them), and `str(error)` is the sentence for a person that the API's
+problem `detail` and the CLI both print.
 """
 
 from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
+
+from engine.types import ms_to_datetime
 
 # A field with this metadata travels on the exception but is no detail of the refusal.
 _NOT_A_DETAIL = {"detail": False}
@@ -64,11 +67,12 @@ class EngineError(FlashsaleError):
     def __str__(self) -> str:
         # The text is built only when someone reads it: a sold-out sale raises refusals by the
         # hundred thousand per second, and formatting them showed as 20% of that path's profile.
-        return self._message or self._describe()
+        return self._message or self.sentence()
 
-    def _describe(self) -> str:
-        text = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
-        return f"{self.code}: {text}" if text else self.code
+    def sentence(self) -> str:
+        """What went wrong, for a person; each refusal class words its own."""
+        text = ", ".join(f"{k}={v}" for k, v in self.details.items())
+        return f"{self.code.replace('_', ' ')}: {text}" if text else self.code.replace("_", " ")
 
 
 _DETAIL_NAMES: dict[type[EngineError], tuple[str, ...]] = {}
@@ -89,8 +93,8 @@ class InvalidRequest(EngineError):
     detail: str | None = None
     field: str | None = None
 
-    def __str__(self) -> str:
-        return self.detail or self._describe()
+    def sentence(self) -> str:
+        return self.detail or "the request is invalid"
 
 
 @dataclass(eq=False)
@@ -101,6 +105,11 @@ class InvalidQuantity(EngineError):
     max: int | None = None
     location: str | None = None
 
+    def sentence(self) -> str:
+        where = f" at {self.location}" if self.location else ""
+        limit = f" (1 to {self.max})" if self.max is not None else ""
+        return f"invalid quantity {self.quantity} for {self.sku}{where}{limit}"
+
 
 @dataclass(eq=False)
 class TtlOutOfRange(EngineError):
@@ -109,11 +118,17 @@ class TtlOutOfRange(EngineError):
     min: float
     max: float
 
+    def sentence(self) -> str:
+        return f"ttl_seconds must be between {self.min:g} and {self.max:g}, got {self.ttl_seconds}"
+
 
 @dataclass(eq=False)
 class UnknownSku(EngineError):
     code = "unknown_sku"
     sku: str
+
+    def sentence(self) -> str:
+        return f"no SKU {self.sku}"
 
 
 @dataclass(eq=False)
@@ -121,6 +136,9 @@ class UnknownLocation(EngineError):
     code = "unknown_location"
     sku: str
     location: str
+
+    def sentence(self) -> str:
+        return f"SKU {self.sku} has no location {self.location}"
 
 
 @dataclass(eq=False)
@@ -134,6 +152,12 @@ class InsufficientStock(EngineError):
     # engine's sold-out marks read it; it is no detail of the refusal.
     sold_out: bool = field(default=False, kw_only=True, metadata=_NOT_A_DETAIL)
 
+    def sentence(self) -> str:
+        return (
+            f"only {self.available} of {self.sku} available{_at(self.location)}, "
+            f"{self.requested} requested"
+        )
+
 
 @dataclass(eq=False)
 class PurchaseLimitExceeded(EngineError):
@@ -142,12 +166,21 @@ class PurchaseLimitExceeded(EngineError):
     limit: int
     remaining: int
 
+    def sentence(self) -> str:
+        return (
+            f"purchase limit of {self.limit} for {self.sku} reached; "
+            f"{self.remaining} more may be bought"
+        )
+
 
 @dataclass(eq=False)
 class TooManyHolds(EngineError):
     code = "too_many_holds"
     sku: str
     limit: int
+
+    def sentence(self) -> str:
+        return f"at most {self.limit} active holds on {self.sku}"
 
 
 @dataclass(eq=False)
@@ -156,6 +189,9 @@ class SaleNotStarted(EngineError):
     sku: str
     sale_starts_at: int  # ms since the epoch
 
+    def sentence(self) -> str:
+        return f"the sale of {self.sku} has not started: it opens at {_when(self.sale_starts_at)}"
+
 
 @dataclass(eq=False)
 class SaleEnded(EngineError):
@@ -163,11 +199,17 @@ class SaleEnded(EngineError):
     sku: str
     sale_ends_at: int  # ms since the epoch
 
+    def sentence(self) -> str:
+        return f"the sale of {self.sku} has ended: it closed at {_when(self.sale_ends_at)}"
+
 
 @dataclass(eq=False)
 class ReservationNotFound(EngineError):
     code = "reservation_not_found"
     reservation_id: str
+
+    def sentence(self) -> str:
+        return f"no reservation {self.reservation_id}"
 
 
 @dataclass(eq=False)
@@ -175,6 +217,9 @@ class ReservationExpired(EngineError):
     code = "reservation_expired"
     reservation_id: str
     expired_at: int  # ms since the epoch
+
+    def sentence(self) -> str:
+        return f"reservation {self.reservation_id} expired at {_when(self.expired_at)}"
 
 
 @dataclass(eq=False)
@@ -184,12 +229,18 @@ class InvalidState(EngineError):
     status: str
     expected: str
 
+    def sentence(self) -> str:
+        return f"reservation {self.reservation_id} is {self.status}, expected {self.expected}"
+
 
 @dataclass(eq=False)
 class ExtensionLimit(EngineError):
     code = "extension_limit"
     reservation_id: str
     limit: int
+
+    def sentence(self) -> str:
+        return f"reservation {self.reservation_id} may be extended {self.limit} times"
 
 
 @dataclass(eq=False)
@@ -204,6 +255,9 @@ class IdempotencyConflict(EngineError):
     idempotency_key: str | None = None
     key: str | None = None  # the Redis key of a stock operation's record, as the script sends it
 
+    def sentence(self) -> str:
+        return "this idempotency key was used for a different request"
+
 
 @dataclass(eq=False)
 class OverFulfil(EngineError):
@@ -212,6 +266,12 @@ class OverFulfil(EngineError):
     location: str
     requested: int
     remaining: int
+
+    def sentence(self) -> str:
+        return (
+            f"{self.requested} of {self.sku}{_at(self.location)} requested, "
+            f"{self.remaining} left to fulfil"
+        )
 
 
 @dataclass(eq=False)
@@ -222,6 +282,12 @@ class QuantityStale(EngineError):
     expected: int
     current: int
 
+    def sentence(self) -> str:
+        return (
+            f"on_hand of {self.sku}{_at(self.location)} is {self.current}, "
+            f"not {self.expected} (change_from_quantity)"
+        )
+
 
 @dataclass(eq=False)
 class InvariantViolation(EngineError):
@@ -230,6 +296,9 @@ class InvariantViolation(EngineError):
     location: str
     detail: str
     on_hand: int | None = None
+
+    def sentence(self) -> str:
+        return f"{self.sku}{_at(self.location)}: {self.detail}"
 
 
 @dataclass(eq=False)
@@ -244,6 +313,12 @@ class QuantityTooLarge(EngineError):
     limit: int
     detail: str | None = None
 
+    def sentence(self) -> str:
+        return (
+            f"{self.total} of {self.sku}{_at(self.location)} would become {self.value}, "
+            f"above the limit of {self.limit} units"
+        )
+
 
 @dataclass(eq=False)
 class BackorderNotInStock(EngineError):
@@ -257,6 +332,12 @@ class BackorderNotInStock(EngineError):
     requested: int  # backordered units the fulfilment would ship at the location
     in_stock: int
     detail: str | None = None
+
+    def sentence(self) -> str:
+        return (
+            f"{self.requested} backordered unit(s) of {self.sku}{_at(self.location)} are not in "
+            f"stock yet (only {self.in_stock} could ship now); restock, then retry"
+        )
 
 
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
@@ -295,3 +376,14 @@ def error_from_reply(code: str, details: dict[str, Any]) -> EngineError:
         sold_out = details.pop("so", 0) == 1
         return InsufficientStock(**details, sold_out=sold_out)
     return cls(**details)
+
+
+def _at(location: str | None) -> str:
+    return f" at {location}" if location else ""
+
+
+def _when(ms: Any) -> str:
+    try:
+        return ms_to_datetime(int(ms)).isoformat()
+    except (TypeError, ValueError):
+        return str(ms)

@@ -1,4 +1,4 @@
-"""The events every script appends to its partition stream `{p<N>}:events` (DESIGN §5).
+"""The events every script appends to its partition stream `{p<N>}:events`, read by the worker.
 
 Every entry has exactly these fields, in this order, all strings (empty when not applicable):
 
@@ -8,7 +8,7 @@ Every entry has exactly these fields, in this order, all strings (empty when not
     on_hand, reserved, committed, available  the location's quantities after it (for SKU-level
                                              events: 0, 0, 0 and the SKU's total available)
     reservation_id, order_id, customer_id
-    reason, reference   for on_hand changes (DESIGN §3 reasons, a reference URI)
+    reason, reference   for on_hand changes (one of types.REASONS, a reference URI)
     backordered     units of a reserved/committed line taken beyond available (backorder)
     expires_at      ms since the epoch, on reserved and extended events
     data            JSON: the SKU's config on sku_configured; {fp, line} on reserved (the

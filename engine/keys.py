@@ -5,7 +5,7 @@ script can declare them all in KEYS and they share one Redis Cluster slot. Reser
 the tag of the partition whose SKUs they hold: a cart spanning partitions has one reservation key
 per partition, all with the same reservation id.
 
-    {p<N>}:events            stream: every state change of the partition (DESIGN §5)
+    {p<N>}:events            stream: every state change of the partition (the sync worker reads it)
     {p<N>}:skus              set: the SKUs living in the partition (sweeper, reconcile)
     {p<N>}:sku:<sku>         hash: SKU config (`cfg`, JSON) and per-location quantities
                              (`oh:<loc>` on_hand, `rs:` reserved, `cm:` committed,

@@ -1,4 +1,4 @@
-"""The sync worker's backlog per partition stream, read from Redis alone (DESIGN §5).
+"""The sync worker's backlog per partition stream, read from Redis alone.
 
 The API's /readyz and /metrics and `flashsale worker status` call :func:`partition_lag`; it needs
 no Postgres, because the consumer group's pending list and last-delivered id say what is unsynced:

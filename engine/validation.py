@@ -35,14 +35,13 @@ def check_time(name: str, value: datetime | None) -> None:
 # declares the same value.
 QUANTITY_LIMIT = 10**12
 
+# ID_PATTERN in words, for people: the API says this instead of the regex.
+ID_RULE = "1 to 64 letters, digits or _.:@+-, starting with a letter or digit"
+
 
 def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise InvalidRequest(
-            f"{kind} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + - "
-            f"(starting with a letter or digit), got {value!r}",
-            field=kind,
-        )
+        raise InvalidRequest(f"{kind} must be {ID_RULE}, got {value!r}", field=kind)
     return value
 
 

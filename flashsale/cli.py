@@ -6,6 +6,8 @@ cheap to import (heavy imports inside the commands): `flashsale --help` imports 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from engine.errors import ConfigurationError, FlashsaleError
@@ -29,6 +31,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold URLs with passwords and API keys
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"flashsale {version('flashsale')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Flash-sale reservation engine: dev stack, API, worker, sweeper, stock admin, load tests."""
+
+
 app.add_typer(services.app, name="services")
 app.command("dev")(dev.dev)
 app.command("serve")(serve.serve)

@@ -7,7 +7,6 @@ importing it here would gevent-patch this process (httpx, pytest's event loop).
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import subprocess
@@ -24,6 +23,7 @@ from loadtests.scenarios import NAMES
 from loadtests.verdict import Verdict
 
 REPORTS = Path(__file__).parent / "reports"
+FINAL_STATS = "locust_final.json"  # Locust's figures at its shutdown, in each report folder
 LOCUST_STARTUP_S = 2.0  # between launching Locust and its first user, roughly
 SETTLE_TIMEOUT_S = 120.0
 
@@ -111,15 +111,10 @@ def _run(
     admin.wait_settled(skus, SETTLE_TIMEOUT_S)
     state = admin.final_state(skus)
     counts = _read_counts(report_dir / "outcomes.json")
-    stats = _aggregated(report_dir / "locust_stats.csv")
-    failures = int(stats.get("Failure Count", 0) or 0)
-    verdict: Verdict = checks.verdict(state, counts, units, failures)
+    stats = final_stats(report_dir / FINAL_STATS)
+    verdict: Verdict = checks.verdict(state, counts, units, stats.failures)
     line = verdict.line(scenario)
-    summary = (
-        f"{scenario}: {float(stats.get('Requests/s', 0) or 0):.0f} req/s, "
-        f"p50 {stats.get('50%', '?')} ms, p99 {stats.get('99%', '?')} ms, "
-        f"{stats.get('Request Count', 0)} requests, {failures} failures | {line}"
-    )
+    summary = f"{scenario}: {stats.headline()} | {line}"
     (report_dir / "verdict.txt").write_text(line + "\n")
     (report_dir / "summary.txt").write_text(summary + "\n")
     final = {
@@ -158,6 +153,8 @@ def _locust(
     argv += ["--users", str(options.users), "--spawn-rate", str(options.spawn_rate)]
     argv += ["--run-time", f"{options.run_time}s", "--stop-timeout", "5", "--host", host]
     argv += ["--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html")]
+    # Locust appends ".json"; written at shutdown, unlike the CSV (rewritten every second).
+    argv += ["--json-file", str(report_dir / FINAL_STATS.removesuffix(".json"))]
     argv += ["--only-summary", "--exit-code-on-error", "0"]
     if options.processes:
         argv += ["--processes", str(options.processes)]
@@ -174,13 +171,60 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLASHSALE_LT_")}
 
 
-def _aggregated(path: Path) -> dict[str, str]:
+@dataclass
+class LocustStats:
+    """The whole run's figures over every request type, as Locust held them at its shutdown."""
+
+    requests: int = 0
+    failures: int = 0
+    requests_per_s: float = 0.0
+    p50_ms: int = 0
+    p99_ms: int = 0
+
+    def headline(self) -> str:
+        return (
+            f"{self.requests_per_s:.0f} req/s, p50 {self.p50_ms} ms, p99 {self.p99_ms} ms, "
+            f"{self.requests} requests, {self.failures} failures"
+        )
+
+
+def final_stats(path: Path) -> LocustStats:
+    """Locust's --json-file, summed over its entries as Locust sums its "Aggregated" row.
+
+    Not locust_stats.csv: Locust rewrites that every second while running and never after the
+    last requests, so it can miss the end of the run (7 907 requests there, 8 299 in the HTML).
+    """
     try:
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+        entries: list[dict[str, Any]] = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
-    return rows[0] if rows else {}
+        return LocustStats()
+    times: dict[int, int] = {}
+    for entry in entries:
+        for ms, count in entry.get("response_times", {}).items():
+            times[int(float(ms))] = times.get(int(float(ms)), 0) + int(count)
+    requests = sum(int(e["num_requests"]) for e in entries)
+    starts = [float(e["start_time"]) for e in entries if e.get("start_time")]
+    ends = [float(e["last_request_timestamp"]) for e in entries if e.get("last_request_timestamp")]
+    span = max(ends) - min(starts) if starts and ends else 0.0
+    return LocustStats(
+        requests=requests,
+        failures=sum(int(e["num_failures"]) for e in entries),
+        requests_per_s=requests / span if span > 0 else 0.0,
+        p50_ms=_percentile(times, 0.50),
+        p99_ms=_percentile(times, 0.99),
+    )
+
+
+def _percentile(times: dict[int, int], fraction: float) -> int:
+    # Locust's own rule (stats.calculate_response_time_percentile), over the timed requests.
+    timed = sum(times.values())
+    below = int(timed * fraction)
+    seen = 0
+    for ms in sorted(times, reverse=True):
+        seen += times[ms]
+        if timed - seen <= below:
+            return ms
+    return 0
 
 
 def _read_counts(path: Path) -> dict[str, int]:

@@ -5,8 +5,9 @@
 --- @include "holds"
 -- change_on_hand.lua: restock, adjust or set on_hand at one location, with a reason.
 --
--- One script for the three on_hand operations of DESIGN §3: they differ only in how the new
--- value is given (a delta, or an absolute value optionally checked against change_from_quantity).
+-- One script for the three on_hand operations (restock, adjust, set): they differ only in how
+-- the new value is given (a delta, or an absolute value optionally checked against
+-- change_from_quantity).
 -- An idempotency key makes a retried adjustment count once.
 --
 -- KEYS[1]  partition event stream

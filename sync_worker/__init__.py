@@ -1,4 +1,4 @@
-"""The durable side (DESIGN §5): partition streams → Postgres, and Postgres → Redis after a loss.
+"""The durable side: partition streams → Postgres, and Postgres → Redis after a loss.
 
 models, migrations/      the schema (SQLAlchemy 2.0) and its Alembic migrations
 entries                  a stream entry → a ledger row, or a PoisonEvent

@@ -2,7 +2,7 @@
 
     skus                    one row per SKU: its partition and latest configuration
     locations               every location name seen
-    inventory_levels        per SKU and location: the DESIGN §2 quantities, as of the latest event
+    inventory_levels        per SKU and location: the quantities, as of the latest event
     inventory_transactions  the ledger: one row per stream event, append-only (a trigger refuses
                             UPDATE, DELETE and TRUNCATE)
     reservations            one row per reservation part (one per partition it spans)

@@ -2,7 +2,7 @@
 
 Postgres knows every SKU's configuration and on_hand, and every reservation part's state and
 lines; engine/restore.py turns that into Redis keys. Run it after Redis lost its data and before
-the sale reopens, then `flashsale reconcile` (DESIGN §7.7).
+the sale reopens, then `flashsale reconcile`.
 """
 
 from __future__ import annotations

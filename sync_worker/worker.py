@@ -1,4 +1,4 @@
-"""The sync worker: partition streams → Postgres, every event exactly once (DESIGN §5).
+"""The sync worker: partition streams → Postgres, every event exactly once.
 
 Each round: read a batch (own pending entries first, then claims of dead consumers' entries, then
 new ones), write it in ONE Postgres transaction, commit, then XACK. A crash anywhere before the

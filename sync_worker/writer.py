@@ -1,4 +1,4 @@
-"""One batch of stream entries → one Postgres transaction (DESIGN §5).
+"""One batch of stream entries → one Postgres transaction.
 
 Ledger rows go in with `ON CONFLICT (partition, stream_id) DO NOTHING RETURNING`; only the rows
 that came back (new ones, not redeliveries) touch skus, levels and reservations. Bulk rows reach

@@ -1,4 +1,4 @@
-"""Builds engines on the test Redis and reads the invariants of DESIGN §2 straight from Redis."""
+"""Builds engines on the test Redis and reads the stock invariants straight from Redis."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def stream_sums(engine: ReservationEngine) -> dict[tuple[str, str], list[i
 
 
 async def check_invariants(engine: ReservationEngine, skus: list[str]) -> None:
-    """DESIGN §2 invariants for each SKU, from Redis itself (holds zset and customer hash)."""
+    """The stock invariants for each SKU, from Redis itself (holds zset and customer hash)."""
     sums = await stream_sums(engine)
     schema: KeySchema = engine.keys
     for name in skus:

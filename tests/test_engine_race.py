@@ -1,7 +1,7 @@
 """Real racers on the last units: 4 OS processes x 50 async clients each, plus a restocker.
 
-Afterwards the DESIGN §2 invariants hold, nothing was sold twice, no customer is over the limit,
-and the events in the stream sum to the final state.
+Afterwards the invariants of docs/architecture.md hold, nothing was sold twice, no customer is
+over the limit, and the events in the stream sum to the final state.
 """
 
 from __future__ import annotations

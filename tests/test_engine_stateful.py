@@ -1,4 +1,5 @@
-"""Random sequences of every operation against a small pure-Python model of DESIGN §2-§3.
+"""Random sequences of every operation against a small pure-Python model of the quantities
+and operations in docs/architecture.md.
 
 After every step the engine's answers equal the model's, Redis quantities equal the model's, and
 the invariants hold (tests/engine_support.check_invariants). Time moves with the engine's test

@@ -1,4 +1,4 @@
-"""The Locust suites (issue 5): every scenario small against one shared local stack, asserting
+"""The Locust suites: every scenario small against one shared local stack, asserting
 its verdict; a full-size variant under the `load` marker; and proof that the verdict can fail.
 
 Proof of failure, three ways:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,12 +12,26 @@ from api.schemas.inventory import InventoryOut
 from engine.types import AllocationStrategy
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def kept(new: Any, meaning: str = "", of: str = "SKU") -> Any:
+    """A member that keeps its current value when omitted; `new` applies to a new SKU (or
+    location) only, so the schema shows no default: one would read as "omitted means this"."""
+    lead = f"{meaning} " if meaning else ""
+    description = f"{lead}Omitted: keep the current value ({new} for a new {of})."
+    return Field(new, description=description, json_schema_extra=_no_default)
+
+
 class LocationIn(Body):
     location: Id
-    on_hand: Units | None = Field(None, description="Omitted: keep the current value.")
-    safety_stock: Units = 0
-    backorder_limit: Units = 0
-    incoming: Units = 0
+    on_hand: Units | None = Field(
+        None, description="Omitted: keep the current value.", json_schema_extra=_no_default
+    )
+    safety_stock: Units = kept(0, "Units never offered online.", of="location")
+    backorder_limit: Units = kept(0, "How far available may go below zero.", of="location")
+    incoming: Units = kept(0, "Units expected (informational).", of="location")
 
 
 class SkuIn(Body):
@@ -48,16 +63,19 @@ class SkuIn(Body):
     )
 
     locations: list[LocationIn] = Field(
-        default_factory=list, min_length=1, max_length=256, description="In priority order."
+        default_factory=list,
+        min_length=1,
+        max_length=256,
+        description="In priority order. Omitted: keep the current value (the current locations).",
     )
-    purchase_limit: Units = Field(0, description="Per customer, held + committed; 0 = none.")
-    allocation_strategy: AllocationStrategy = "prioritize-sorting-order"
-    low_stock_threshold: Units = 0
-    backorder_lead_days: Units = 0
-    sale_starts_at: Timestamp | None = None
-    sale_ends_at: Timestamp | None = None
-    max_active_holds_per_customer: Units = Field(0, description="0 = no cap.")
-    max_extensions: Units = 0
+    purchase_limit: Units = kept(0, "Per customer, held + committed; 0 = none.")
+    allocation_strategy: AllocationStrategy = kept("prioritize-sorting-order")
+    low_stock_threshold: Units = kept(0, "Emit low_stock when available drops to it; 0 = off.")
+    backorder_lead_days: Units = kept(0, "Days a backordered unit takes, shown to buyers.")
+    sale_starts_at: Timestamp | None = kept(None, "Reserve is refused before it; null = open.")
+    sale_ends_at: Timestamp | None = kept(None, "Reserve is refused from it on; null = open.")
+    max_active_holds_per_customer: Units = kept(0, "Active holds per customer; 0 = no cap.")
+    max_extensions: Units = kept(0, "Times one hold may be extended; 0 = never.")
 
 
 class LocationOut(BaseModel):

@@ -15,6 +15,7 @@ from flashsale.ui import console, fail, settings_or_exit
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from flashsale.settings import Settings
     from loadtests.bench.runner import BenchReport
 
 QUICK = {
@@ -28,7 +29,7 @@ FULL = {
     "units": 20_000,
     "buyers": 500,
     "soldout_seconds": 5.0,
-    "memory_holds": 100_000,
+    "memory_holds": 100_000,  # loadtests.bench.memory.COMPARABLE_HOLDS
     "latency_calls": 10_000,
 }
 
@@ -76,8 +77,28 @@ def bench(
     reports_dir: Annotated[
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
     ] = Path("loadtests/reports"),
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Bench this Redis (it gets bench SKUs and holds); default: the bench's own "
+            "embedded one in <data dir>/bench. FLASHSALE_REDIS_URL is not used.",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Bench this Postgres (schema flashsale_bench); default: the bench's own "
+            "embedded one in <data dir>/bench. FLASHSALE_DATABASE_URL is not used.",
+        ),
+    ] = None,
 ) -> None:
-    """Benchmark every design on one hot SKU: sell-out, then a sold-out phase."""
+    """Benchmark every design on one hot SKU: sell-out, then a sold-out phase.
+
+    The bench never touches the dev stack's data: unless --redis-url/--database-url name
+    servers, it runs its own embedded Redis and Postgres in <data dir>/bench.
+    """
     import asyncio
 
     from rich.console import Console
@@ -94,7 +115,7 @@ def bench(
     unknown = [d for d in chosen if d not in DESIGNS]
     if unknown:
         fail(f"unknown design(s) {', '.join(unknown)}; choose from {', '.join(DESIGNS)}")
-    settings = settings_or_exit()
+    settings = bench_settings(settings_or_exit(), redis_url, database_url)
     with console.status("starting services…") as status:
         services = start_services(settings, status.update)
         cfg = BenchConfig(
@@ -113,18 +134,47 @@ def bench(
             start_api=served_api,
             sync_events=sync_events,
         )
-        result = asyncio.run(run_bench(cfg, status.update))
+        try:
+            result = asyncio.run(run_bench(cfg, status.update))
+        finally:
+            # The bench's own servers: nobody else uses them, so none is left running.
+            services.stop(status.update)
     # Piped output has no terminal width: give the eleven columns room instead of truncating.
     wide = console if console.is_terminal else Console(width=160, highlight=False)
     if result.results:  # `sync` alone sells nothing: its figures are the notes below
         wide.print(table(result))
     for note in out.notes(result):
         console.print(f"[dim]{note}[/dim]")
-    if services.started:
-        # As `flashsale serve`: a second run reuses them instead of paying their start-up again.
-        console.print("[dim]embedded servers keep running: `flashsale services down`[/dim]")
     json_path, md_path = out.write(result, reports_dir)
     console.print(f"reports: {json_path}  {md_path}")
+
+
+def bench_settings(settings: Settings, redis_url: str | None, database_url: str | None) -> Settings:
+    """The servers the bench writes to: the ones named on the command line, else its own.
+
+    Never FLASHSALE_REDIS_URL/DATABASE_URL: those name the sale's servers, and the bench leaves
+    SKUs, holds and ledger rows (which can never be deleted) wherever it runs.
+    """
+    ignored = [
+        name
+        for name, env, given in (
+            ("FLASHSALE_REDIS_URL", settings.redis_url, redis_url),
+            ("FLASHSALE_DATABASE_URL", settings.database_url, database_url),
+        )
+        if env and not given
+    ]
+    if ignored:
+        console.print(
+            f"[yellow]{' and '.join(ignored)} ignored: the bench uses its own embedded servers "
+            "(--redis-url/--database-url to bench a server of yours)[/yellow]"
+        )
+    return settings.model_copy(
+        update={
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "data_dir": settings.data_dir / "bench",
+        }
+    )
 
 
 def table(report: BenchReport) -> Table:

@@ -29,6 +29,7 @@ from typing import IO
 
 import typer
 
+from flashsale.banner import demo_hint
 from flashsale.embedded import Services, embedded_servers, start_services
 from flashsale.procs import Progress, port_open, read_state, try_lock
 from flashsale.settings import Settings
@@ -91,7 +92,8 @@ def run_dev(settings: Settings) -> int:
         children = [_Child(name, argv, env) for name, argv in CHILDREN.items()]
         for child in children:
             child.start()
-        _announce_api(settings, children[0])
+        storefront_keys = env.get("FLASHSALE_STOREFRONT_KEYS", settings.storefront_keys)
+        _announce_api(settings, children[0], storefront_keys.split(",")[0].strip())
         _say(f"[dim]{_ctrl_c_stops(settings, services, ours)}[/dim]")
         _supervise(children)
     except (KeyboardInterrupt, _Stop):
@@ -312,7 +314,7 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _announce_api(settings: Settings, api: _Child) -> None:
+def _announce_api(settings: Settings, api: _Child, storefront_key: str) -> None:
     url = _api_url(settings)
     host = url.rpartition("//")[2].rpartition(":")[0]
     deadline = time.monotonic() + API_READY_TIMEOUT_S
@@ -320,6 +322,8 @@ def _announce_api(settings: Settings, api: _Child) -> None:
         if port_open(host, settings.api_port):
             _say(f"[bold green]API docs  {url}/docs[/bold green]")
             _say(f"[bold green]Console   {url}/console[/bold green] (log in with the admin key)")
+            for line in demo_hint(url, storefront_key or "<a storefront key>"):
+                console.print(line, soft_wrap=True, markup=False)  # JSON brackets are not markup
             return
         if time.monotonic() >= deadline:
             break

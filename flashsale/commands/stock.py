@@ -44,7 +44,7 @@ def with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(run())
     except EngineError as exc:
-        fail(f"{exc.code}: {exc}")
+        fail(str(exc))  # the sentence the API's problem detail says
 
 
 @stock_app.command("show")
@@ -75,7 +75,8 @@ def restock(
     console.print(f"{sku}@{location}: on_hand={lvl.on_hand} available={lvl.available}")
 
 
-@stock_app.command("adjust")
+# "-1" looks like an option to click; taken as the argument instead, and --reason may follow it.
+@stock_app.command("adjust", context_settings={"ignore_unknown_options": True})
 def adjust(
     sku: str, location: str, delta: int, reason: Reason = "correction", reference: Reference = ""
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from loadtests.bench.memory import COMPARABLE_HOLDS
 from loadtests.bench.runner import BenchReport
 
 REPORTS_DIR = Path("loadtests/reports")
@@ -55,13 +56,19 @@ def memory_line(report: BenchReport) -> str:
     m = report.memory
     if m is None:
         return "Redis memory: not measured"
-    return (
+    line = (
         f"Redis memory over {m.holds:,} one-line holds: {m.bytes_per_active_hold:,.0f} B per "
         f"active hold, {m.bytes_per_finished_reservation:,.0f} B per finished (released) "
         "reservation in its retention window; without their stream events (trimmed once the "
         f"sync worker has them): {m.bytes_per_active_hold_without_events:,.0f} B and "
         f"{m.bytes_per_finished_reservation_without_events:,.0f} B"
     )
+    if m.holds < COMPARABLE_HOLDS:
+        line += (
+            f" (a small sample: not comparable with a full run's {COMPARABLE_HOLDS:,} holds, "
+            "where fixed costs spread thinner)"
+        )
+    return line
 
 
 def latency_lines(report: BenchReport) -> list[str]:
