@@ -182,7 +182,7 @@ class ReservationEngine:
         reference: str = "",
         idempotency_key: str | None = None,
     ) -> Level:
-        check.check_quantity(sku, quantity, 10**12)
+        check.check_quantity(sku, quantity, check.QUANTITY_LIMIT)
         return await self._change_on_hand(
             OnHandChange(
                 sku=sku,

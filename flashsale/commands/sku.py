@@ -9,14 +9,13 @@ Heavy imports stay inside the commands: `flashsale --help` imports this module.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flashsale.ui import console, fail, settings_or_exit
+from flashsale.commands.stock import with_engine
+from flashsale.ui import console, fail
 
 if TYPE_CHECKING:
     from api.schemas.skus import SkuDetailOut
@@ -25,29 +24,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Create, show and list SKUs.", no_args_is_help=True)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (the API's shape) instead.")]
-
-
-def _with_engine(work: Callable[[ReservationEngine], Awaitable[Any]]) -> Any:
-    from engine.engine import ReservationEngine
-    from engine.errors import EngineError
-    from flashsale.embedded import ensure_services
-
-    settings = settings_or_exit()
-    redis_url, _ = ensure_services(settings)
-    settings = settings.model_copy(update={"redis_url": redis_url})
-
-    async def run() -> Any:
-        engine = ReservationEngine.from_settings(settings)
-        await engine.start()
-        try:
-            return await work(engine)
-        finally:
-            await engine.aclose()
-
-    try:
-        return asyncio.run(run())
-    except EngineError as exc:
-        fail(f"{exc.code}: {exc}")
 
 
 def _pairs(values: list[str], option: str) -> dict[str, int]:
@@ -103,7 +79,7 @@ def create(
             return False
         return await engine.configure_sku(sku, config, reason="received")
 
-    if not _with_engine(work):
+    if not with_engine(work):
         fail(f"SKU {sku} exists already (see `flashsale sku show {sku}`)")
     console.print(f"created {sku}: " + ", ".join(f"{k}={v}" for k, v in on_hand.items()))
 
@@ -118,7 +94,7 @@ def show(sku: str, as_json: Json = False) -> None:
 
         return sku_detail(await engine.inventory(sku))
 
-    detail: SkuDetailOut = _with_engine(work)
+    detail: SkuDetailOut = with_engine(work)
     if as_json:
         typer.echo(detail.model_dump_json(indent=2))
         return
@@ -166,7 +142,7 @@ def list_skus(
                 break
         return found[:limit]
 
-    found: list[SkuDetailOut] = _with_engine(work)
+    found: list[SkuDetailOut] = with_engine(work)
     if as_json:
         typer.echo(json.dumps([item.model_dump(mode="json") for item in found], indent=2))
         return
