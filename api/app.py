@@ -21,7 +21,7 @@ from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
-from api.routes import inventory, ops, reservations, skus
+from api.routes import inventory, ops, reservations, skus, webhooks
 from engine.config import Settings, load_settings
 from engine.engine import ReservationEngine
 from engine.errors import ConfigurationError
@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for router in (reservations.router, inventory.router, skus.router, ops.router):
         app.include_router(router)
+    app.include_router(webhooks.router)
     handlers.install(app, metrics.refused)
     install_openapi(app, settings)
     # Last added runs first: metrics see every response, including the body cap's 413.

@@ -141,6 +141,9 @@ app.command("loadtest")(loadtest)
 from loadtests.bench.cli import bench  # noqa: E402 - as above
 
 app.command("bench")(bench)
+from flashsale.commands.webhooks import app as webhooks_app  # noqa: E402 - as above
+
+app.add_typer(webhooks_app, name="webhooks")
 # ── end of later-issue subcommands ─────────────────────────────────────────────────────────────
 
 
