@@ -93,13 +93,16 @@ _FAILED_ATTEMPT = """UPDATE webhook_deliveries SET attempts = attempts + 1,
                             > coalesce(retry_until, now() + %(horizon)s * interval '1 second')
                        THEN now() END
     WHERE id = %(id)s RETURNING status"""
-_DISABLE = """UPDATE webhook_endpoints SET enabled = false, disabled_at = now(),
-    disabled_reason = 'no successful delivery since ' || to_char(failing_since AT TIME ZONE 'UTC',
-        'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '; last error: ' || %(error)s,
+_DISABLE = """UPDATE webhook_endpoints e SET enabled = false, disabled_at = now(),
+    disabled_reason = 'no successful delivery since '
+        || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+        || coalesce('; last error: ' || (
+            SELECT d.last_error FROM webhook_deliveries d
+            WHERE d.endpoint_id = e.id AND d.last_error IS NOT NULL
+            ORDER BY d.last_attempt_at DESC LIMIT 1), ''),
     updated_at = now()
-    WHERE id = %(endpoint)s AND enabled
-      AND failing_since < now() - %(window)s * interval '1 second'
-    RETURNING id"""
+    WHERE enabled AND failing_since < now() - %(window)s * interval '1 second'
+    RETURNING id, disabled_reason"""
 
 
 @dataclass
@@ -201,8 +204,22 @@ class Dispatcher:
     async def tick(self) -> None:
         while await self.fan_out():
             pass
+        await self.disable_failing()
         await self.dispatch()
         await self.observe()
+
+    async def disable_failing(self) -> None:
+        """Disable endpoints without a success for longer than the window, saying why.
+
+        Checked every poll, not only after an attempt: an endpoint whose last deliveries have
+        failed for good gets no more attempts, and is still one that stopped working.
+        """
+        async with self.pool.connection() as conn:
+            params = {"window": self.settings.disable_after_seconds}
+            cur = await conn.execute(_DISABLE, params)
+            for endpoint_id, reason in await cur.fetchall():
+                self.metrics.disabled.inc()
+                log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
 
     async def fan_out(self) -> bool:
         """Turn the next batch of safe ledger rows into deliveries; True if there may be more."""
@@ -352,12 +369,6 @@ class Dispatcher:
                 "WHERE id = %s",
                 (endpoint.id,),
             )
-            window = self.settings.disable_after_seconds
-            params = {"endpoint": endpoint.id, "error": error, "window": window}
-            cur = await conn.execute(_DISABLE, params)
-            if await cur.fetchone() is not None:
-                self.metrics.disabled.inc()
-                log.warning("webhook endpoint %s disabled: %s", endpoint.id, error)
 
     async def observe(self) -> None:
         async with self.pool.connection() as conn:

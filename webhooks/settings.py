@@ -22,8 +22,9 @@ class WebhookSettings(BaseSettings):
     backoff_max_seconds: float = Field(3600.0, gt=0)
     # A delivery still failing this long after its first failure is marked failed.
     retry_horizon_seconds: float = Field(86_400.0, gt=0)
-    # An endpoint failing without a single success for longer than this is disabled.
-    disable_after_seconds: float = Field(5 * 86_400.0, gt=0)
+    # An endpoint without a single success for longer than this is disabled (and says why):
+    # by default, as long as a delivery is retried.
+    disable_after_seconds: float = Field(86_400.0, gt=0)
     poll_seconds: float = Field(0.5, gt=0, le=60)
     # Requests in flight per endpoint: a slow endpoint uses up its own slots, not the others'.
     max_in_flight_per_endpoint: int = Field(4, ge=1, le=100)
