@@ -80,7 +80,6 @@ def run(
 def status() -> None:
     """Show the dispatcher's lag and each endpoint's deliveries by status."""
     import psycopg
-    from rich.table import Table
 
     from webhooks.dispatcher import lag_seconds
 
@@ -104,8 +103,10 @@ def status() -> None:
     except psycopg.Error as exc:
         fail(f"cannot read the webhook tables: {exc}".splitlines()[0])
     console.print(f"dispatcher lag: {lag:.1f} s" if lag else "dispatcher lag: caught up")
-    table = Table("endpoint", "url", "state", "pending", "delivered", "failed")
+    # One line per endpoint, never wrapped: ids and URLs stay whole for copy and grep.
     for endpoint_id, url, enabled, reason, pending, delivered, failed in rows:
-        state = "enabled" if enabled else f"disabled: {reason}"
-        table.add_row(endpoint_id, url, state, str(pending), str(delivered), str(failed))
-    console.print(table)
+        state = "enabled" if enabled else f"disabled ({reason})"
+        typer.echo(
+            f"{endpoint_id}  {url}  pending {pending}  delivered {delivered}  failed {failed}"
+            f"  {state}"
+        )
