@@ -252,6 +252,23 @@ async def test_a_slow_endpoint_does_not_hold_back_the_others(
             assert len(slow.accepted) == 0  # its first requests are still being answered
 
 
+async def test_an_attempt_is_bounded_even_when_the_answer_trickles_in(
+    api: Api, pg_database_url: str
+) -> None:
+    async with receiving(trickle=4.0) as receiver:
+        await subscribe(api, receiver)
+        insert_ledger_rows(pg_database_url, rows(1))
+        settings = fast_settings(timeout_seconds=1.0, backoff_base_seconds=60.0)
+        async with running_dispatcher(pg_database_url, settings):
+            await eventually(
+                lambda: [d["attempts"] for d in deliveries(pg_database_url)] == [1],
+                3,
+                "the first attempt to end",
+            )
+    (tried,) = deliveries(pg_database_url)
+    assert tried["status"] == "pending" and tried["last_error"] == "no answer within 1 s"
+
+
 async def test_a_test_message_and_a_manual_retry_are_sent(api: Api, pg_database_url: str) -> None:
     async with receiving() as receiver:
         endpoint_id = await subscribe(api, receiver)

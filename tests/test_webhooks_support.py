@@ -80,6 +80,7 @@ class Receiver:
     secret: str = ""
     status: int = 200
     delay: float = 0.0
+    trickle: float = 0.0  # seconds of answer body sent a byte at a time, 0.2 s apart
     port: int = field(default_factory=free_port)
     accepted: list[Received] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
@@ -123,6 +124,9 @@ class Receiver:
             if 200 <= status < 300:
                 self.accepted.append(Received(headers["webhook-id"], payload))
         await send({"type": "http.response.start", "status": status, "headers": []})
+        for _ in range(int(self.trickle / 0.2)):
+            await send({"type": "http.response.body", "body": b" ", "more_body": True})
+            await asyncio.sleep(0.2)
         await send({"type": "http.response.body", "body": b""})
 
     def start(self) -> None:

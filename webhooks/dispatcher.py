@@ -36,15 +36,16 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from webhooks import events, signing
+from webhooks import events, signing, store
 from webhooks.metrics import WebhookMetrics
 from webhooks.settings import WebhookSettings
 
 log = logging.getLogger("flashsale.webhooks")
 
-CURSOR = "ledger"
+CURSOR = store.CURSOR
 LEASE_MARGIN_S = 2.0  # beyond the request timeout: time to record the outcome
 PENDING_EVERY_S = 5.0  # how often the pending-deliveries gauge is counted
+MAX_WAITING = 1000  # horizon candidates kept while a transaction holds the cursor back
 _LEDGER_COLUMNS = ("id", "type", "occurred_at", "recorded_at", *events.DATA_COLUMNS)
 
 _HORIZON_SQL = """SELECT pg_current_snapshot()::text AS snapshot,
@@ -124,6 +125,10 @@ class Horizon:
         if ready:
             self.safe = max(self.safe, *ready)
         self.waiting = [(m, x) for m, x in self.waiting if x is None or xmin < x]
+        if len(self.waiting) > MAX_WAITING:
+            # Behind a long transaction: dropping candidates only delays the cursor, never
+            # lets it pass a row, so keep every other one.
+            self.waiting = self.waiting[::2]
         self.waiting.append((last_id, None))
         return self.safe
 
@@ -316,10 +321,15 @@ class Dispatcher:
         code: int | None = None
         error: str | None = None
         try:
-            response = await self._client.post(endpoint.url, content=body, headers=headers)
+            # httpx bounds each read, not the whole answer: a receiver trickling bytes would
+            # otherwise hold the slot for as long as it likes.
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                response = await self._client.post(endpoint.url, content=body, headers=headers)
             code = response.status_code
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
+        except TimeoutError:
+            error = f"no answer within {self.settings.timeout_seconds:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         elapsed = time.perf_counter() - started
@@ -372,7 +382,7 @@ class Dispatcher:
 
     async def observe(self) -> None:
         async with self.pool.connection() as conn:
-            self.metrics.lag.set(await lag_seconds(conn))
+            self.metrics.lag.set(await store.lag_seconds(conn))
             if time.monotonic() - self._pending_counted >= PENDING_EVERY_S:
                 self._pending_counted = time.monotonic()
                 cur = await conn.execute(
@@ -380,18 +390,6 @@ class Dispatcher:
                 )
                 count = await cur.fetchone()
                 self.metrics.pending.set(count[0] if count else 0)
-
-
-async def lag_seconds(conn: psycopg.AsyncConnection) -> float:
-    """Age of the oldest ledger row the dispatcher has not turned into deliveries (0: none)."""
-    cur = await conn.execute(
-        """SELECT extract(epoch FROM now() - t.recorded_at) FROM inventory_transactions t
-        WHERE t.id > coalesce((SELECT ledger_id FROM webhook_cursors WHERE name = %s), 0)
-        ORDER BY t.id LIMIT 1""",
-        (CURSOR,),
-    )
-    row = await cur.fetchone()
-    return max(0.0, float(row[0])) if row else 0.0
 
 
 def _deliveries(

@@ -88,6 +88,14 @@ deliveries = Table(
     CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
     Index("ix_webhook_deliveries_endpoint_id_status_id", "endpoint_id", "status", "id"),
     Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    # "Is an older delivery of this SKU still pending?", asked for every delivery claimed.
+    Index(
+        "ix_webhook_deliveries_pending_sku",
+        "endpoint_id",
+        "sku",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 cursors = Table(

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from webhooks import events
 from webhooks.signing import new_secret
 
+CURSOR: Final = "ledger"  # the dispatcher's row in webhook_cursors
 ENDPOINT_ID_PATTERN: Final = r"^ep_[0-9a-f]{24}$"
 STATUSES: Final = ("pending", "delivered", "failed")
 # After a rotation the old secret still signs this long, so receivers can switch over.
@@ -189,3 +190,15 @@ async def retry_delivery(
         retry_until = NULL, finished_at = NULL
         WHERE id = %(id)s AND endpoint_id = %(endpoint_id)s RETURNING {_DELIVERY}"""
     return await _one(conn, sql, {"id": delivery_id, "endpoint_id": endpoint_id})
+
+
+async def lag_seconds(conn: AsyncConnection) -> float:
+    """Age of the oldest ledger row the dispatcher has not turned into deliveries (0: none)."""
+    cur = await conn.execute(
+        """SELECT extract(epoch FROM now() - t.recorded_at) FROM inventory_transactions t
+        WHERE t.id > coalesce((SELECT ledger_id FROM webhook_cursors WHERE name = %s), 0)
+        ORDER BY t.id LIMIT 1""",
+        (CURSOR,),
+    )
+    row = await cur.fetchone()
+    return max(0.0, float(row[0])) if row else 0.0

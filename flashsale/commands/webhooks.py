@@ -81,7 +81,7 @@ def status() -> None:
     """Show the dispatcher's lag and each endpoint's deliveries by status."""
     import psycopg
 
-    from webhooks.dispatcher import lag_seconds
+    from webhooks.store import lag_seconds
 
     database_url = _database_url().replace("+psycopg", "", 1)
 

@@ -79,6 +79,12 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_deliveries_endpoint_id_id", "webhook_deliveries", ["endpoint_id", "id"]
     )
+    op.create_index(
+        "ix_webhook_deliveries_pending_sku",
+        "webhook_deliveries",
+        ["endpoint_id", "sku", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "webhook_cursors",
         sa.Column("name", sa.Text(), nullable=False),
