@@ -5,13 +5,14 @@ The API alone, on a migrated Postgres; tests/test_webhooks_delivery.py runs the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from sync_worker.migrations import upgrade
 from tests.test_api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
-from tests.test_webhooks_support import ALL_EVENTS
+from tests.test_webhooks_support import ALL_EVENTS, insert_ledger_rows
 
 URL = "https://shop.example.com/hooks"
 
@@ -156,6 +157,17 @@ async def test_a_test_message_is_queued_listed_and_retried(api: Api) -> None:
     )
     assert retried.status_code == 202, retried.text
     assert retried.json()["message_id"] == queued[0]["message_id"]  # the same webhook-id
+
+
+async def test_readyz_shows_the_dispatchers_lag_without_depending_on_it(
+    api: Api, pg_database_url: str
+) -> None:
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["webhooks_lag_seconds"] == 0.0
+    insert_ledger_rows(pg_database_url, [("committed", "s1")])  # no dispatcher runs here
+    await asyncio.sleep(0.05)
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["webhooks_lag_seconds"] > 0
 
 
 async def test_without_a_database_webhooks_answer_503(redis_client: object, redis_url: str) -> None:

@@ -9,6 +9,7 @@ from api.deps import ApiContext, Ctx
 from api.metrics import CONTENT_TYPE
 from api.openapi import problem_responses
 from api.problems import ApiProblem
+from api.routes.webhooks import dispatcher_lag
 from api.schemas.ops import HealthOut, PartitionLagOut, ReadyOut
 from engine.streams import PartitionLag, partition_lag
 
@@ -40,6 +41,7 @@ async def readyz(ctx: Ctx) -> ReadyOut:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     if ctx.ledger.configured:
         checks["postgres"] = "ok" if await ctx.ledger.ping() else "unavailable"
+    webhooks_lag = await dispatcher_lag(ctx) if checks.get("postgres") == "ok" else None
     lag = await _lag(ctx) if checks["redis"] == "ok" else []
     oldest = max((row.oldest_unsynced_age_ms for row in lag), default=0)
     checks["worker"] = "ok" if oldest <= MAX_SYNC_LAG_MS else f"lagging {oldest // 1000} s"
@@ -59,8 +61,11 @@ async def readyz(ctx: Ctx) -> ReadyOut:
             ", ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok"),
             checks=checks,
             partitions=[p.model_dump() for p in partitions],
+            webhooks_lag_seconds=webhooks_lag,
         )
-    return ReadyOut(status="ready", checks=checks, partitions=partitions)
+    return ReadyOut(
+        status="ready", checks=checks, partitions=partitions, webhooks_lag_seconds=webhooks_lag
+    )
 
 
 @router.get(

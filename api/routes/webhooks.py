@@ -60,6 +60,15 @@ async def _db(ctx: ApiContext) -> AsyncIterator[psycopg.AsyncConnection]:
                          headers={"Retry-After": "5"}) from None  # fmt: skip
 
 
+async def dispatcher_lag(ctx: ApiContext) -> float | None:
+    """Seconds the dispatcher is behind the ledger, for /readyz; None when it cannot be read."""
+    try:
+        async with _db(ctx) as conn:
+            return await store.lag_seconds(conn)
+    except ApiProblem:
+        return None
+
+
 def _not_found(endpoint_id: str) -> ApiProblem:
     return ApiProblem(404, "webhook_not_found", f"no webhook endpoint {endpoint_id}")
 
