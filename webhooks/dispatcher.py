@@ -13,6 +13,8 @@ Sending. Each enabled endpoint gets at most `max_in_flight_per_endpoint` request
 slow or dead endpoint uses up only its own slots. A delivery is claimed with a lease
 (`locked_until`): a dispatcher killed mid-request leaves it to be sent again once the lease
 runs out (at-least-once; the `webhook-id` is the same every time, so receivers drop repeats).
+An outcome is recorded only if the delivery still carries the lease it was sent under: one
+retried by hand (or taken over after the lease ran out) meanwhile is sent again, not overwritten.
 Per endpoint and SKU only the oldest pending delivery is sent, so a receiver sees one SKU's
 events in ledger order. A failure is retried with exponential backoff and jitter until the
 retry horizon, then marked failed; an endpoint without a success for longer than the disable
@@ -76,12 +78,12 @@ WITH due AS (
 )
 UPDATE webhook_deliveries d SET locked_until = now() + %(lease)s * interval '1 second'
 FROM due WHERE d.id = due.id
-RETURNING d.id, d.message_id, d.payload, d.attempts
+RETURNING d.id, d.message_id, d.payload, d.attempts, d.locked_until
 """
 _DELIVERED = """UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
     last_attempt_at = now(), last_status_code = %(code)s, last_error = NULL,
     last_latency_ms = %(latency)s, finished_at = now(), locked_until = NULL
-    WHERE id = %(id)s"""
+    WHERE id = %(id)s AND locked_until = %(lease)s"""
 _FAILED_ATTEMPT = """UPDATE webhook_deliveries SET attempts = attempts + 1,
     last_attempt_at = now(), last_status_code = %(code)s, last_error = %(error)s,
     last_latency_ms = %(latency)s, locked_until = NULL,
@@ -93,7 +95,7 @@ _FAILED_ATTEMPT = """UPDATE webhook_deliveries SET attempts = attempts + 1,
     finished_at = CASE WHEN now() + %(delay)s * interval '1 second'
                             > coalesce(retry_until, now() + %(horizon)s * interval '1 second')
                        THEN now() END
-    WHERE id = %(id)s RETURNING status"""
+    WHERE id = %(id)s AND locked_until = %(lease)s RETURNING status"""
 _DISABLE = """UPDATE webhook_endpoints e SET enabled = false, disabled_at = now(),
     disabled_reason = 'no successful delivery since '
         || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -351,18 +353,25 @@ class Dispatcher:
     ) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             if error is None:
-                params = {"id": delivery["id"], "code": code, "latency": latency_ms}
-                await conn.execute(_DELIVERED, params)
+                params = {
+                    "id": delivery["id"],
+                    "lease": delivery["locked_until"],
+                    "code": code,
+                    "latency": latency_ms,
+                }
+                cur = await conn.execute(_DELIVERED, params)
+                if cur.rowcount:
+                    self.metrics.finished.labels("delivered").inc()
                 await conn.execute(
                     "UPDATE webhook_endpoints SET failing_since = NULL "
                     "WHERE id = %s AND failing_since IS NOT NULL",
                     (endpoint.id,),
                 )
-                self.metrics.finished.labels("delivered").inc()
                 return
             delay = backoff_seconds(int(delivery["attempts"]) + 1, self.settings, self.rng)
             params = {
                 "id": delivery["id"],
+                "lease": delivery["locked_until"],
                 "code": code,
                 "error": error,
                 "latency": latency_ms,

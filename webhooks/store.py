@@ -186,8 +186,9 @@ async def retry_delivery(
     conn: AsyncConnection, endpoint_id: str, delivery_id: int
 ) -> dict[str, Any] | None:
     """Due again now, with a fresh retry horizon; the `webhook-id` stays the same."""
+    # Clearing the lease drops the outcome of an attempt in flight: it is sent again.
     sql = f"""UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
-        retry_until = NULL, finished_at = NULL
+        retry_until = NULL, finished_at = NULL, locked_until = NULL
         WHERE id = %(id)s AND endpoint_id = %(endpoint_id)s RETURNING {_DELIVERY}"""
     return await _one(conn, sql, {"id": delivery_id, "endpoint_id": endpoint_id})
 
