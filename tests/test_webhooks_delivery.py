@@ -101,6 +101,25 @@ async def test_each_ledger_row_reaches_each_subscriber_signed_once_and_in_order(
     assert {d["status"] for d in deliveries(pg_database_url)} == {"delivered"}
 
 
+async def test_an_endpoint_gets_what_is_recorded_after_it_was_created(
+    api: Api, pg_database_url: str
+) -> None:
+    insert_ledger_rows(pg_database_url, rows(5))  # history: nobody to send it to
+    async with receiving() as receiver, running_dispatcher(pg_database_url):
+        await eventually(lambda: _cursor(pg_database_url) > 0, what="the cursor to move")
+        await subscribe(api, receiver)
+        later = insert_ledger_rows(pg_database_url, rows(3))
+        await eventually(lambda: len(receiver.unique()) == 3, what="the new rows")
+        await asyncio.sleep(0.3)
+    assert sorted(m.ledger_id for m in receiver.unique()) == later
+
+
+def _cursor(database_url: str) -> int:
+    with psycopg.connect(libpq(database_url)) as conn:
+        row = conn.execute("SELECT ledger_id FROM webhook_cursors").fetchone()
+    return int(row[0]) if row else 0
+
+
 async def test_a_row_that_commits_late_with_a_smaller_id_is_not_skipped(
     api: Api, pg_database_url: str
 ) -> None:
