@@ -21,7 +21,7 @@ from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
-from api.routes import inventory, ops, reservations, skus
+from api.routes import inventory, ops, reservations, skus, webhooks
 from api.settings import ApiSettings
 from engine.config import load_settings
 from engine.engine import ReservationEngine
@@ -90,6 +90,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     for router in (reservations.router, inventory.router, skus.router, ops.router):
         app.include_router(router)
+    app.include_router(webhooks.router)
     handlers.install(app, metrics.refused)
     install_openapi(app, settings)
     docs.install(app)

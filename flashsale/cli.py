@@ -21,6 +21,7 @@ from flashsale.commands import (
     sku,
     stock,
     sweeper,
+    webhooks,
     worker,
 )
 from flashsale.ui import EXIT_CONFIG, EXIT_FAILURE, unreachable_message
@@ -65,6 +66,7 @@ app.add_typer(worker.db_app, name="db")
 app.command("loadtest")(loadtest.loadtest)
 app.command("bench")(bench.bench)
 app.add_typer(sku.app, name="sku")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

@@ -6,13 +6,14 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import MetaData, create_engine
 from typer.testing import CliRunner
 
 from flashsale.cli import app
 from sync_worker import migrations
 from sync_worker.db import libpq_url, sqlalchemy_url
 from sync_worker.models import Base
+from webhooks.schema import metadata as webhook_metadata
 
 TABLES = {
     "skus",
@@ -22,7 +23,11 @@ TABLES = {
     "reservations",
     "reservation_lines",
     "sync_dead_letters",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_cursors",
 }
+HEAD = "0002_webhooks"
 LEDGER_ROW = """
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, backordered, occurred_at)
@@ -42,7 +47,7 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(pg_database_url: str) ->
     engine = create_engine(sqlalchemy_url(pg_database_url))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []  # models == migrations
+        assert compare_metadata(context, _all_tables()) == []  # models == migrations
     engine.dispose()
 
     migrations.downgrade(pg_database_url)
@@ -51,7 +56,15 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(pg_database_url: str) ->
 
     migrations.upgrade(pg_database_url)
     assert tables(pg_database_url) == TABLES | {"alembic_version"}
-    assert migrations.current(pg_database_url) == "0001"
+    assert migrations.current(pg_database_url) == HEAD
+
+
+def _all_tables() -> MetaData:
+    combined = MetaData()
+    for metadata in (Base.metadata, webhook_metadata):
+        for table in metadata.tables.values():
+            table.to_metadata(combined)
+    return combined
 
 
 @pytest.mark.parametrize(
@@ -111,7 +124,7 @@ def test_db_commands_migrate_up_and_down(pg_database_url: str, redis_url: str) -
     env = {"FLASHSALE_DATABASE_URL": pg_database_url, "FLASHSALE_REDIS_URL": redis_url}
     result = runner.invoke(app, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
-    assert "0001" in runner.invoke(app, ["db", "current"], env=env).output
+    assert HEAD in runner.invoke(app, ["db", "current"], env=env).output
     refused = runner.invoke(app, ["db", "downgrade"], env=env, input="n\n")
     assert refused.exit_code != 0 and tables(pg_database_url) >= TABLES
     result = runner.invoke(app, ["db", "downgrade", "--yes"], env=env)

@@ -9,6 +9,7 @@ from api.deps import ApiContext, Ctx
 from api.metrics import CONTENT_TYPE
 from api.openapi import problem_responses
 from api.problems import ApiProblem
+from api.routes.webhooks import dispatcher_lag
 from api.schemas.ops import HealthOut, PartitionLagOut, ReadyOut
 from engine.streams import PartitionLag, partition_lag
 
@@ -46,6 +47,7 @@ async def readyz(ctx: Ctx) -> ReadyOut:
             ),
             checks=verdict.checks,
             partitions=[p.model_dump() for p in verdict.partitions],
+            webhooks_lag_seconds=verdict.webhooks_lag_seconds,
         )
     return verdict
 
@@ -58,6 +60,7 @@ async def _probe(ctx: ApiContext) -> ReadyOut:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     if ctx.ledger.configured:
         checks["postgres"] = "ok" if await ctx.ledger.ping() else "unavailable"
+    webhooks_lag = await dispatcher_lag(ctx) if checks.get("postgres") == "ok" else None
     try:
         lag = await _lag(ctx) if checks["redis"] == "ok" else []
     except RedisError as exc:  # gone between the two calls
@@ -74,7 +77,12 @@ async def _probe(ctx: ApiContext) -> ReadyOut:
         for row in lag
     ]
     ready = all(state == "ok" for state in checks.values())
-    return ReadyOut(status="ready" if ready else "not_ready", checks=checks, partitions=partitions)
+    return ReadyOut(
+        status="ready" if ready else "not_ready",
+        checks=checks,
+        partitions=partitions,
+        webhooks_lag_seconds=webhooks_lag,
+    )
 
 
 @router.get(

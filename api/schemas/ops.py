@@ -30,6 +30,7 @@ class ReadyOut(BaseModel):
                     "partitions": [
                         {"partition": 0, "length": 12, "pending": 0, "oldest_unsynced_age_ms": 0}
                     ],
+                    "webhooks_lag_seconds": 0.0,
                 }
             ]
         }
@@ -38,3 +39,8 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str] = Field(description='Each dependency: "ok", or why it is not.')
     partitions: list[PartitionLagOut] = Field(description="The sync worker's backlog.")
+    webhooks_lag_seconds: float | None = Field(
+        None,
+        description="How far the webhook dispatcher is behind the ledger (null: unknown). "
+        "Informational: it does not make the API unready.",
+    )

@@ -40,6 +40,7 @@ CHILDREN: dict[str, list[str]] = {
     "api": ["serve"],
     "worker": ["worker", "run"],
     "sweeper": ["sweeper"],
+    "webhooks": ["webhooks", "run"],
 }
 API_READY_TIMEOUT_S = 60.0
 CHILD_STOP_TIMEOUT_S = 20.0
