@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -174,7 +175,7 @@ class EmbeddedRedisCluster(EmbeddedServer):
                     client.shutdown()
             except redis.RedisError:
                 pass  # refused or unreachable: the wait below falls back to signals
-            if not wait_until(lambda p=int(node_pid): not runs_program(p, "redis-server"), 30.0):
+            if not wait_until(partial(_gone, int(node_pid)), STOP_TIMEOUT_S):
                 terminate(int(node_pid), grace=5.0)
         write_state(self.state_path, pids=[], ports=[], pid=0, port=port)
 
@@ -189,6 +190,10 @@ class EmbeddedRedisCluster(EmbeddedServer):
 
     def _url(self, port: int) -> str:
         return f"redis://{HOST}:{port}/0"
+
+
+def _gone(pid: int) -> bool:
+    return not runs_program(pid, "redis-server")
 
 
 def _read_pid(pidfile: Path) -> int | None:
