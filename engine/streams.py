@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from engine.connection import RedisClient
 from engine.keys import KeySchema, Partition
 
 CONSUMER_GROUP = "sync"
@@ -49,11 +49,11 @@ def parse_stream_id(stream_id: str | bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def partition_lag(redis: Redis, schema: KeySchema) -> list[PartitionLag]:
+async def partition_lag(redis: RedisClient, schema: KeySchema) -> list[PartitionLag]:
     return [await _one(redis, part) for part in schema.all()]
 
 
-async def _one(redis: Redis, part: Partition) -> PartitionLag:
+async def _one(redis: RedisClient, part: Partition) -> PartitionLag:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xlen(part.events)
         pipe.xinfo_groups(part.events)
