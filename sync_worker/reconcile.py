@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine import events
+from engine.connection import RedisClient, connect_url
 from engine.keys import KeySchema, Partition
 from engine.streams import parse_stream_id
 from sync_worker.db import connect
@@ -69,15 +69,23 @@ class ReconcileResult:
 
 
 async def reconcile_urls(
-    partitions: int, redis_url: str, database_url: str, *, deep: bool = False
+    partitions: int,
+    redis_url: str,
+    database_url: str,
+    *,
+    deep: bool = False,
+    cluster: bool = False,
 ) -> ReconcileResult:
-    """reconcile() on connections of its own to the two servers."""
-    async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
+    """reconcile() on connections of its own to the two servers (`cluster`: Redis is one)."""
+    async with (
+        connect_url(redis_url, cluster=cluster) as redis,
+        await connect(database_url) as conn,
+    ):
         return await reconcile(redis, conn, KeySchema(partitions), deep=deep)
 
 
 async def reconcile(
-    redis: Redis, conn: AsyncConnection, schema: KeySchema, *, deep: bool = False
+    redis: RedisClient, conn: AsyncConnection, schema: KeySchema, *, deep: bool = False
 ) -> ReconcileResult:
     result = ReconcileResult()
     for part in schema.all():
@@ -100,7 +108,7 @@ async def reconcile(
 
 
 async def _partition(
-    redis: Redis, conn: AsyncConnection, part: Partition, result: ReconcileResult, final: bool
+    redis: RedisClient, conn: AsyncConnection, part: Partition, result: ReconcileResult, final: bool
 ) -> bool:
     """Compares one partition; False when Postgres was ahead of the snapshot (read again)."""
     names = sorted(_text(s) for s in await redis.smembers(part.skus))
