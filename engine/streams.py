@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from engine.connection import RedisClient
@@ -60,8 +61,13 @@ async def _one(redis: RedisClient, part: Partition) -> PartitionLag:
         pipe.xpending(part.events, CONSUMER_GROUP)
         pipe.xrange(part.events, "-", "+", count=1)
         pipe.xrevrange(part.events, "+", "-", count=1)
-        pipe.time()
-        length, groups, pending, first, last, now = await pipe.execute(raise_on_error=False)
+        if isinstance(redis, RedisCluster):  # a keyless command: not in a cluster pipeline
+            length, groups, pending, first, last = await pipe.execute(raise_on_error=False)
+            node = redis.get_node_from_key(part.events)  # the clock of the stream's own node
+            now = await redis.execute_command("TIME", target_nodes=node)
+        else:
+            pipe.time()
+            length, groups, pending, first, last, now = await pipe.execute(raise_on_error=False)
     if isinstance(length, Exception):
         raise length
     if isinstance(now, Exception):

@@ -146,8 +146,31 @@ class EmbeddedRedisCluster(EmbeddedServer):
             raise EmbeddedServerError(
                 f"redis-cli --cluster create failed: {log_tail(self.log_path)}"
             )
-        if not wait_until(lambda: all(_cluster_ok(port) for port in ports), START_TIMEOUT_S, 0.1):
+        # Done when every node says ok and sees every replica attached to its primary, so a
+        # client's first look at the cluster finds it whole.
+        if not wait_until(
+            lambda: all(self._complete(port) for port in ports), START_TIMEOUT_S, 0.1
+        ):
             raise EmbeddedServerError("the cluster did not reach cluster_state:ok")
+
+    def _complete(self, port: int) -> bool:
+        if not _cluster_ok(port):
+            return False
+        try:
+            with _client(port) as client:
+                nodes = client.execute_command("CLUSTER", "NODES")
+                role = client.execute_command("ROLE")
+        except redis.RedisError:
+            return False
+        text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+        lines = [line.split() for line in text.strip().splitlines()]
+        replicas = [ln for ln in lines if "slave" in ln[2]]
+        if len(lines) != self.size or len(replicas) != PRIMARIES * REPLICAS_PER_PRIMARY:
+            return False
+        if any("fail" in ln[2] or "handshake" in ln[2] or ln[7] != "connected" for ln in lines):
+            return False
+        # A replica counts once its copy of the primary is in sync.
+        return role[0] != b"slave" or role[3] == b"connected"
 
     def _live(self, answering: bool = True) -> tuple[int, int] | None:
         state = read_state(self.state_path)
