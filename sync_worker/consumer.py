@@ -98,7 +98,7 @@ class StreamConsumer:
                     "STREAMS",
                     stream,
                     after,
-                )  # fmt: skip
+                )
                 for stream in self.partition_of
             )
         )
