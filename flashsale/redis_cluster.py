@@ -202,10 +202,15 @@ class EmbeddedRedisCluster(EmbeddedServer):
                 terminate(int(node_pid), grace=5.0)
         write_state(self.state_path, pids=[], ports=[], pid=0, port=port)
 
-    def stop(self, progress: Progress = no_progress) -> bool:
+    def stop(
+        self, progress: Progress = no_progress, only: tuple[int, str | None] | None = None
+    ) -> bool:
+        """Stop every node; with `only` (pid, ...): only if its first node is still that pid."""
         with locked(self.lock_path):
             state = read_state(self.state_path) or {}
             if not any(runs_program(int(p), "redis-server") for p in state.get("pids", [])):
+                return False
+            if only is not None and only[0] != int(state.get("pid") or 0):
                 return False
             progress(f"stopping the Redis Cluster ({len(state['pids'])} nodes)")
             self._shut_down(int(state.get("pid") or 0), int(state.get("port") or 0))
