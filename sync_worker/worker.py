@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from engine.connection import RedisClient
 from engine.keys import KeySchema
 from engine.streams import partition_lag
 from sync_worker.consumer import StreamConsumer
@@ -70,7 +70,7 @@ def parse_batch(batch: list[Entry]) -> Parsed:
 
 class SyncWorker:
     def __init__(
-        self, redis: Redis, database_url: str, settings: WorkerSettings, consumer: str,
+        self, redis: RedisClient, database_url: str, settings: WorkerSettings, consumer: str,
         metrics: WorkerMetrics | None = None,
     ) -> None:  # fmt: skip
         self.redis = redis
