@@ -99,9 +99,11 @@ class ScriptCall(Protocol):
     sha: str
 
     def __call__(
-        self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None,
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
         client: Any | None = None,
-    ) -> Awaitable[Any]: ...  # fmt: skip
+    ) -> Awaitable[Any]: ...
 
 
 class ClusterScript:

@@ -35,9 +35,14 @@ _CLUSTER_BLOCK_MS = 100
 
 class StreamConsumer:
     def __init__(
-        self, redis: RedisClient, schema: KeySchema, consumer: str, batch: int, block_ms: int,
+        self,
+        redis: RedisClient,
+        schema: KeySchema,
+        consumer: str,
+        batch: int,
+        block_ms: int,
         claim_idle_ms: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.redis = redis
         self.cluster = is_cluster(redis)
         self.consumer = consumer
@@ -71,9 +76,17 @@ class StreamConsumer:
         if self.cluster:
             return await self._read_each(after, bool(block))
         reply = await self.redis.execute_command(
-            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.consumer, "COUNT", self.batch, *block,
-            "STREAMS", *self.partition_of, *[after] * len(self.partition_of),
-        )  # fmt: skip
+            "XREADGROUP",
+            "GROUP",
+            CONSUMER_GROUP,
+            self.consumer,
+            "COUNT",
+            self.batch,
+            *block,
+            "STREAMS",
+            *self.partition_of,
+            *[after] * len(self.partition_of),
+        )
         return self._entries(reply)
 
     async def _read_each(self, after: str, block: bool) -> list[Entry]:
@@ -112,9 +125,16 @@ class StreamConsumer:
         for stream, partition in self.partition_of.items():
             for _ in range(_CLAIM_STEPS):
                 reply: list[Any] = await self.redis.execute_command(
-                    "XAUTOCLAIM", stream, CONSUMER_GROUP, self.consumer, self.claim_idle_ms,
-                    self._cursors[stream], "COUNT", self.batch, "JUSTID",
-                )  # fmt: skip
+                    "XAUTOCLAIM",
+                    stream,
+                    CONSUMER_GROUP,
+                    self.consumer,
+                    self.claim_idle_ms,
+                    self._cursors[stream],
+                    "COUNT",
+                    self.batch,
+                    "JUSTID",
+                )
                 self._cursors[stream] = reply[0]
                 claimed += len(reply[1])
                 # Redis 7 drops entries deleted from the stream from the pending list itself.

@@ -37,9 +37,39 @@ KEY_PREFIX = "console:stats:"
 KEEP_SECONDS = 600
 # Upper bounds of the latency buckets; a reserve slower than the last one counts in one more.
 LATENCY_EDGES_MS = (
-    1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300,
-    400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000,
-)  # fmt: skip
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    10,
+    12,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    60,
+    80,
+    100,
+    120,
+    150,
+    200,
+    250,
+    300,
+    400,
+    500,
+    600,
+    800,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+)
 _COMMIT_PATH = re.compile(r"/v1/reservations/[^/]+/commit")
 _MAX_ERROR_BODY = 4096
 
