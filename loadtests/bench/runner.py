@@ -47,6 +47,7 @@ class BenchReport:
     latency: latency.LatencyResult | None = None
     sync: sync_design.SyncResult | None = None
     bench_peak_rss_mib: float = 0.0
+    api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
 
 
 def _attempt_factory(
@@ -75,7 +76,9 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult:
+async def run_design(
+    design: str, cfg: BenchConfig, run_id: str
+) -> tuple[DesignResult, http_design.ApiCpu | None]:
     workload = Workload(
         units=cfg.units,
         buyers=cfg.buyers,
@@ -83,10 +86,11 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
         sku=f"{run_id}-{design}",
     )
     note = ""
+    api_cpu = None
     if design == "engine-http":
         if cfg.start_api is None:
             raise ValueError("engine-http needs BenchConfig.start_api to start the API")
-        selling, soldout, left, rss, note = await http_design.run(
+        selling, soldout, left, rss, note, api_cpu = await http_design.run(
             cfg.settings,
             cfg.redis_url,
             cfg.database_url,
@@ -107,7 +111,7 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
     result = summarize(design, workload, selling, soldout, left, store_oversold)
     result.peak_rss_mib = rss
     result.notes = note
-    return result
+    return result, api_cpu
 
 
 async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchReport:
@@ -138,7 +142,9 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             )
             continue
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
-        report.results.append(await run_design(design, cfg, run_id))
+        result, api_cpu = await run_design(design, cfg, run_id)
+        report.results.append(result)
+        report.api_cpu = api_cpu or report.api_cpu
     engine = next((r for r in report.results if r.design == "engine"), None)
     if engine is not None and engine.attempts_per_s:
         for result in report.results:
