@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 import time
 
-from redis.asyncio import Redis
-
 from api.problems import ApiProblem
+from engine.connection import RedisClient
 from engine.keys import rate_limit
 
 _EXPIRY_SLACK_MS = 1_000  # the counter outlives its window a little: clocks of API hosts differ
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, window_seconds: int) -> None:
+    def __init__(self, redis: RedisClient, window_seconds: int) -> None:
         self.redis = redis
         self.window_ms = window_seconds * 1000
 

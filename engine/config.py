@@ -71,6 +71,8 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(validate_default=True, extra="ignore")
 
     redis_url: RedisUrl = None
+    # redis_url names any node of a Redis Cluster (database 0); the client finds the others.
+    redis_cluster: bool = False
     partitions: int = Field(default=1, ge=1, le=16384)
     hold_ttl_seconds: int = Field(default=600, ge=1)
     hold_ttl_min_seconds: int = Field(default=1, ge=1)

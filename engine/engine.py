@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,8 +28,8 @@ from engine import validation as check
 from engine.batching import Batcher
 from engine.calls import Call, OnHandChange, ReservationPart, ReserveRequest
 from engine.config import EngineSettings
+from engine.connection import RedisClient, connect
 from engine.errors import (
-    ConfigurationError,
     EngineError,
     IdempotencyConflict,
     InsufficientStock,
@@ -64,7 +63,7 @@ _EXISTENCE_BATCH_MAX = 1_000  # reservation keys per EXISTS
 
 
 class ReservationEngine:
-    def __init__(self, redis: Redis, settings: EngineSettings | None = None) -> None:
+    def __init__(self, redis: RedisClient, settings: EngineSettings | None = None) -> None:
         self.redis = redis
         # Defaults, not the environment: a library reads no variables behind its caller's back.
         self.settings = settings or EngineSettings()
@@ -91,15 +90,7 @@ class ReservationEngine:
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> ReservationEngine:
-        if settings.redis_url is None:
-            raise ConfigurationError("settings.redis_url is not set (start the services first)")
-        # A blocking pool: past max_connections a request waits for a connection instead of
-        # failing, so a burst of buyers queues rather than being refused.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
-        )
-        redis = Redis(connection_pool=pool)
-        return cls(redis, settings)
+        return cls(connect(settings), settings)
 
     async def start(self) -> None:
         await self.scripts.load_all(self.redis)

@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine.calls import restore_sku_call
 from engine.config import EngineSettings
+from engine.connection import RedisClient
 from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
 from engine.keys import KeySchema
@@ -123,7 +123,7 @@ def allocations_by_sku(lines: Sequence[ReservationLine]) -> dict[str, list[list[
     return by_sku
 
 
-async def redis_has_data(redis: Redis, schema: KeySchema) -> bool:
+async def redis_has_data(redis: RedisClient, schema: KeySchema) -> bool:
     """Any flashsale key besides empty event streams (a worker recreates those on its own)."""
     streams = {p.events for p in schema.all()}
     async for raw in redis.scan_iter(match="{p*", count=1000):
@@ -134,7 +134,7 @@ async def redis_has_data(redis: Redis, schema: KeySchema) -> bool:
 
 
 async def restore(
-    redis: Redis,
+    redis: RedisClient,
     settings: EngineSettings,
     skus: Iterable[SkuImage],
     reservations: Iterable[ReservationImage],
@@ -306,7 +306,7 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
 
 
 async def _restore_operations(
-    redis: Redis,
+    redis: RedisClient,
     schema: KeySchema,
     operations: Iterable[OperationImage],
     now_ms: int,
@@ -327,7 +327,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-async def _prepare_stream(redis: Redis, stream: str, top: str | None) -> None:
+async def _prepare_stream(redis: RedisClient, stream: str, top: str | None) -> None:
     try:
         await redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
     except ResponseError as exc:

@@ -1,6 +1,9 @@
 """Finds the Lua scripts (source tree or installed wheel), resolves their includes, and registers
 them with a Redis client so they run by SHA and reload themselves after NOSCRIPT.
 
+On a cluster every primary gets every script at start, and a NOSCRIPT reloads the script on the
+node that answered it (engine.connection.ClusterClient), inside pipelines too.
+
 A script or include names each include it calls at its top, one line each:
 
     --- @include "sku_state"
@@ -12,13 +15,17 @@ The directive lines stay in the text (they are Lua comments).
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Awaitable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.asyncio.cluster import ClusterPipeline
 
+from engine.connection import ClusterClient, RedisClient
 from engine.errors import ConfigurationError
 
 SCRIPTS = (
@@ -85,18 +92,63 @@ def load_script_source(name: str, base: Path | None = None) -> str:
     return "\n".join((*ordered, source))
 
 
+class ScriptCall(Protocol):
+    """What the engine calls: redis-py's AsyncScript on one node, ClusterScript on a cluster."""
+
+    script: Any
+    sha: str
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+class ClusterScript:
+    """A script on a cluster, called like redis-py's AsyncScript: by SHA on the node owning its
+    keys' slot (every key of one call carries the same `{p<N>}` tag)."""
+
+    def __init__(self, redis: ClusterClient, source: str) -> None:
+        self.redis = redis
+        self.script = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        redis.script_sources[self.sha] = source.encode()
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any | None = None,
+    ) -> Any:
+        keys, args = list(keys or []), list(args or [])
+        if isinstance(client, ClusterPipeline):  # queued; the pipeline recovers NOSCRIPT
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return await self.redis.evalsha_recovering(self.sha, keys, args)
+
+
 class Scripts:
     """One registered script per operation, bound to a client."""
 
-    def __init__(self, redis: Redis, base: Path | None = None) -> None:
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(load_script_source(name, base)) for name in SCRIPTS
+    def __init__(self, redis: RedisClient, base: Path | None = None) -> None:
+        self._scripts: dict[str, ScriptCall] = {
+            name: _register(redis, load_script_source(name, base)) for name in SCRIPTS
         }
 
-    def __getitem__(self, name: str) -> AsyncScript:
+    def __getitem__(self, name: str) -> ScriptCall:
         return self._scripts[name]
 
-    async def load_all(self, redis: Redis) -> None:
-        """Loads every script now, so a syntax error shows at start-up, not at the first sale."""
+    async def load_all(self, redis: RedisClient) -> None:
+        """Loads every script now (on a cluster: on every primary), so a syntax error shows at
+        start-up, not at the first sale."""
         for script in self._scripts.values():
             script.sha = await redis.script_load(script.script)
+
+
+def _register(redis: RedisClient, source: str) -> ScriptCall:
+    if isinstance(redis, ClusterClient):
+        return ClusterScript(redis, source)
+    if not isinstance(redis, Redis):
+        raise ConfigurationError("a cluster needs engine.connection's client (connect())")
+    return redis.register_script(source)

@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from engine.connection import RedisClient
 from engine.keys import KeySchema, Partition
 
 CONSUMER_GROUP = "sync"
@@ -49,19 +50,24 @@ def parse_stream_id(stream_id: str | bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def partition_lag(redis: Redis, schema: KeySchema) -> list[PartitionLag]:
+async def partition_lag(redis: RedisClient, schema: KeySchema) -> list[PartitionLag]:
     return [await _one(redis, part) for part in schema.all()]
 
 
-async def _one(redis: Redis, part: Partition) -> PartitionLag:
+async def _one(redis: RedisClient, part: Partition) -> PartitionLag:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xlen(part.events)
         pipe.xinfo_groups(part.events)
         pipe.xpending(part.events, CONSUMER_GROUP)
         pipe.xrange(part.events, "-", "+", count=1)
         pipe.xrevrange(part.events, "+", "-", count=1)
-        pipe.time()
-        length, groups, pending, first, last, now = await pipe.execute(raise_on_error=False)
+        if isinstance(redis, RedisCluster):  # a keyless command: not in a cluster pipeline
+            length, groups, pending, first, last = await pipe.execute(raise_on_error=False)
+            node = redis.get_node_from_key(part.events)  # the clock of the stream's own node
+            now = await redis.execute_command("TIME", target_nodes=node)
+        else:
+            pipe.time()
+            length, groups, pending, first, last, now = await pipe.execute(raise_on_error=False)
     if isinstance(length, Exception):
         raise length
     if isinstance(now, Exception):

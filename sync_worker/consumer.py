@@ -1,7 +1,9 @@
 """The Redis side of the worker: the consumer group on every partition stream.
 
     read_own()   this consumer's pending entries (left by a crash under the same name, or claimed)
-    read_new()   XREADGROUP `>` on every partition at once, blocking up to block_ms
+    read_new()   XREADGROUP `>` on every partition at once, blocking up to block_ms (on a
+                 cluster: one call per partition stream, concurrently, as streams of different
+                 slots cannot share a call)
     claim()      XAUTOCLAIM entries other consumers left pending longer than claim_idle_ms
     ack()        XACK, only after the Postgres transaction committed
     trim()       XTRIM MINID below every group's oldest unacknowledged entry, never further
@@ -12,12 +14,13 @@ entries deleted from the stream (as empty field sets), which a claim on Redis 6.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from engine.connection import RedisClient, is_cluster
 from engine.keys import KeySchema
 from engine.streams import CONSUMER_GROUP, parse_stream_id
 from sync_worker.entries import Entry
@@ -25,14 +28,23 @@ from sync_worker.entries import Entry
 log = logging.getLogger("flashsale.sync")
 _ZERO = b"0-0"
 _CLAIM_STEPS = 10
+# On a cluster a blocking read waits on each partition alone; it is cut this short so that
+# entries arriving on one partition are not held back by the wait on the others.
+_CLUSTER_BLOCK_MS = 100
 
 
 class StreamConsumer:
     def __init__(
-        self, redis: Redis, schema: KeySchema, consumer: str, batch: int, block_ms: int,
+        self,
+        redis: RedisClient,
+        schema: KeySchema,
+        consumer: str,
+        batch: int,
+        block_ms: int,
         claim_idle_ms: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.redis = redis
+        self.cluster = is_cluster(redis)
         self.consumer = consumer
         self.batch = batch
         self.block_ms = block_ms
@@ -61,11 +73,49 @@ class StreamConsumer:
         return await self._read(">", "BLOCK", self.block_ms)
 
     async def _read(self, after: str, *block: Any) -> list[Entry]:
+        if self.cluster:
+            return await self._read_each(after, bool(block))
         reply = await self.redis.execute_command(
-            "XREADGROUP", "GROUP", CONSUMER_GROUP, self.consumer, "COUNT", self.batch, *block,
-            "STREAMS", *self.partition_of, *[after] * len(self.partition_of),
-        )  # fmt: skip
+            "XREADGROUP",
+            "GROUP",
+            CONSUMER_GROUP,
+            self.consumer,
+            "COUNT",
+            self.batch,
+            *block,
+            "STREAMS",
+            *self.partition_of,
+            *[after] * len(self.partition_of),
+        )
         return self._entries(reply)
+
+    async def _read_each(self, after: str, block: bool) -> list[Entry]:
+        """One XREADGROUP per partition stream, all at once; if none has entries and the
+        caller may wait, the same with a short BLOCK."""
+        entries = await self._read_streams(after)
+        if entries or not block:
+            return entries
+        return await self._read_streams(after, "BLOCK", min(self.block_ms, _CLUSTER_BLOCK_MS))
+
+    async def _read_streams(self, after: str, *block: Any) -> list[Entry]:
+        replies = await asyncio.gather(
+            *(
+                self.redis.execute_command(
+                    "XREADGROUP",
+                    "GROUP",
+                    CONSUMER_GROUP,
+                    self.consumer,
+                    "COUNT",
+                    self.batch,
+                    *block,
+                    "STREAMS",
+                    stream,
+                    after,
+                )
+                for stream in self.partition_of
+            )
+        )
+        return [entry for reply in replies for entry in self._entries(reply)]
 
     async def claim(self) -> tuple[int, list[Entry]]:
         """Takes over idle entries of other consumers; returns how many, and the deleted ones.
@@ -75,9 +125,16 @@ class StreamConsumer:
         for stream, partition in self.partition_of.items():
             for _ in range(_CLAIM_STEPS):
                 reply: list[Any] = await self.redis.execute_command(
-                    "XAUTOCLAIM", stream, CONSUMER_GROUP, self.consumer, self.claim_idle_ms,
-                    self._cursors[stream], "COUNT", self.batch, "JUSTID",
-                )  # fmt: skip
+                    "XAUTOCLAIM",
+                    stream,
+                    CONSUMER_GROUP,
+                    self.consumer,
+                    self.claim_idle_ms,
+                    self._cursors[stream],
+                    "COUNT",
+                    self.batch,
+                    "JUSTID",
+                )
                 self._cursors[stream] = reply[0]
                 claimed += len(reply[1])
                 # Redis 7 drops entries deleted from the stream from the pending list itself.

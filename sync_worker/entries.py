@@ -15,20 +15,38 @@ from engine import events
 
 LINE_TYPES = frozenset(
     (
-        events.RESERVED, events.EXTENDED, events.COMMITTED, events.FULFILLED, events.RELEASED,
-        events.EXPIRED, events.RESTOCKED, events.ADJUSTED, events.ON_HAND_SET,
+        events.RESERVED,
+        events.EXTENDED,
+        events.COMMITTED,
+        events.FULFILLED,
+        events.RELEASED,
+        events.EXPIRED,
+        events.RESTOCKED,
+        events.ADJUSTED,
+        events.ON_HAND_SET,
     )
-)  # fmt: skip
+)
 RESERVATION_TYPES = frozenset(
     (
-        events.RESERVED, events.EXTENDED, events.COMMITTED, events.FULFILLED, events.RELEASED,
+        events.RESERVED,
+        events.EXTENDED,
+        events.COMMITTED,
+        events.FULFILLED,
+        events.RELEASED,
         events.EXPIRED,
     )
-)  # fmt: skip
+)
 _INT_FIELDS = (
-    "d_on_hand", "d_reserved", "d_committed", "on_hand", "reserved", "committed", "available",
-    "backordered", "ts",
-)  # fmt: skip
+    "d_on_hand",
+    "d_reserved",
+    "d_committed",
+    "on_hand",
+    "reserved",
+    "committed",
+    "available",
+    "backordered",
+    "ts",
+)
 _TEXT_FIELDS = ("reservation_id", "order_id", "customer_id", "reason", "reference")
 _BIGINT = 2**63
 _EVENT_TYPES = frozenset(events.EVENT_TYPES)
@@ -142,10 +160,30 @@ def parse(entry: Entry) -> Row:
         raise PoisonEvent(f"bad stream id {entry.stream_id!r}") from None
     d_on_hand, d_reserved, d_committed, on_hand, reserved, committed, available, bo, ts = n
     return Row(
-        entry.partition, entry.stream_id, pos, kind, sku, location, d_on_hand, d_reserved,
-        d_committed, on_hand, reserved, committed, available, rid, oid, cid, reason, reference, bo,
-        expires, data, data_json, ts,
-    )  # fmt: skip
+        entry.partition,
+        entry.stream_id,
+        pos,
+        kind,
+        sku,
+        location,
+        d_on_hand,
+        d_reserved,
+        d_committed,
+        on_hand,
+        reserved,
+        committed,
+        available,
+        rid,
+        oid,
+        cid,
+        reason,
+        reference,
+        bo,
+        expires,
+        data,
+        data_json,
+        ts,
+    )
 
 
 def _text(raw: bytes) -> str:

@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from engine import events
+from engine.connection import RedisClient, connect_url
 from engine.keys import KeySchema, Partition
 from engine.streams import parse_stream_id
 from sync_worker.db import connect
@@ -84,14 +84,18 @@ async def reconcile_urls(
     *,
     deep: bool = False,
     page_size: int = PAGE_SIZE,
+    cluster: bool = False,
 ) -> ReconcileResult:
-    """reconcile() on connections of its own to the two servers."""
-    async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
+    """reconcile() on connections of its own to the two servers (`cluster`: Redis is one)."""
+    async with (
+        connect_url(redis_url, cluster=cluster) as redis,
+        await connect(database_url) as conn,
+    ):
         return await reconcile(redis, conn, KeySchema(partitions), deep=deep, page_size=page_size)
 
 
 async def reconcile(
-    redis: Redis,
+    redis: RedisClient,
     conn: AsyncConnection,
     schema: KeySchema,
     *,
@@ -122,7 +126,7 @@ async def reconcile(
 
 
 async def _partition(
-    redis: Redis,
+    redis: RedisClient,
     conn: AsyncConnection,
     part: Partition,
     result: ReconcileResult,
@@ -178,7 +182,7 @@ async def _partition(
 
 
 async def _entries(
-    redis: Redis, stream: str, span: tuple[str, str] | None, page_size: int
+    redis: RedisClient, stream: str, span: tuple[str, str] | None, page_size: int
 ) -> tuple[list[Any], bool]:
     """The entries from the first to the last id of `span`, read `page_size` at a time, and
     whether none was trimmed before it was read (each page must start with its anchor entry)."""

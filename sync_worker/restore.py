@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from redis.asyncio import Redis
 
 from engine.config import EngineSettings
+from engine.connection import RedisClient, connect_url
 from engine.keys import partition_of
 from engine.restore import (
     OperationImage,
@@ -132,13 +132,16 @@ async def restore_urls(
     settings: EngineSettings, redis_url: str, database_url: str, *, force: bool = False
 ) -> RestoreReport:
     """run_restore() on connections of its own to the two servers; what it wrote and warnings."""
-    async with Redis.from_url(redis_url) as redis, await connect(database_url) as conn:
+    async with (
+        connect_url(redis_url, cluster=settings.redis_cluster) as redis,
+        await connect(database_url) as conn,
+    ):
         report, _ = await run_restore(redis, conn, settings, force=force)
     return report
 
 
 async def run_restore(
-    redis: Redis, conn: AsyncConnection, settings: EngineSettings, *, force: bool
+    redis: RedisClient, conn: AsyncConnection, settings: EngineSettings, *, force: bool
 ) -> tuple[RestoreReport, Image]:
     image = await load_image(conn, settings)
     seconds, micros = await redis.time()

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from engine.connection import RedisClient
 from engine.keys import KeySchema
 from engine.streams import partition_lag
 from sync_worker.consumer import StreamConsumer
@@ -70,16 +70,24 @@ def parse_batch(batch: list[Entry]) -> Parsed:
 
 class SyncWorker:
     def __init__(
-        self, redis: Redis, database_url: str, settings: WorkerSettings, consumer: str,
+        self,
+        redis: RedisClient,
+        database_url: str,
+        settings: WorkerSettings,
+        consumer: str,
         metrics: WorkerMetrics | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.redis = redis
         self.database_url = database_url
         self.schema = KeySchema(settings.partitions)
         self.streams = StreamConsumer(
-            redis, self.schema, consumer, settings.worker_batch_size, settings.worker_block_ms,
+            redis,
+            self.schema,
+            consumer,
+            settings.worker_batch_size,
+            settings.worker_block_ms,
             settings.worker_claim_idle_ms,
-        )  # fmt: skip
+        )
         self.claim_every_s = max(settings.worker_claim_idle_ms / 2000, 0.05)
         self.metrics = metrics or WorkerMetrics()
         self.stopping = asyncio.Event()
@@ -223,8 +231,10 @@ class SyncWorker:
 def _poison(entry: Entry, why: str) -> tuple[Entry, str]:
     log.error(
         "POISON event partition %d id %s parked in sync_dead_letters: %s",
-        entry.partition, entry.stream_id, why,
-    )  # fmt: skip
+        entry.partition,
+        entry.stream_id,
+        why,
+    )
     return entry, why
 
 

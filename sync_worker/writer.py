@@ -114,12 +114,29 @@ async def _insert_ledger(cur: AsyncCursor, rows: dict[tuple[int, str], Row]) -> 
         for r in rows.values():
             await copy.write_row(
                 (
-                    r.partition, r.stream_id, r.type, r.sku, r.location, r.d_on_hand,
-                    r.d_reserved, r.d_committed, r.on_hand, r.reserved, r.committed, r.available,
-                    r.reservation_id, r.order_id, r.customer_id, r.reason, r.reference,
-                    r.backordered, r.expires_ms, r.data_json, r.ts,
+                    r.partition,
+                    r.stream_id,
+                    r.type,
+                    r.sku,
+                    r.location,
+                    r.d_on_hand,
+                    r.d_reserved,
+                    r.d_committed,
+                    r.on_hand,
+                    r.reserved,
+                    r.committed,
+                    r.available,
+                    r.reservation_id,
+                    r.order_id,
+                    r.customer_id,
+                    r.reason,
+                    r.reference,
+                    r.backordered,
+                    r.expires_ms,
+                    r.data_json,
+                    r.ts,
                 )
-            )  # fmt: skip
+            )
     await cur.execute(_LEDGER)
     return [rows[(p, s)] for p, s in await cur.fetchall()]
 
@@ -155,7 +172,7 @@ async def _apply_config(cur: AsyncCursor, rows: list[Row]) -> None:
                         int(loc.get("incoming") or 0),
                     )
                     for loc in locs
-                ],  # fmt: skip
+                ],
                 5,
             ),
         )

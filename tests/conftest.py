@@ -5,6 +5,8 @@
     redis_client     function  async client (decode_responses) on a flushed Redis
     pg_database_url  function  a fresh, empty Postgres database, dropped after the test
     settings         function  Settings on those two, data_dir in tmp_path, Redis flushed
+    redis_cluster_url  session   FLASHSALE_TEST_REDIS_CLUSTER_URL, else an embedded Redis Cluster
+    redis_target     function  a flushed single node, then (a second run) the flushed cluster
 
 With the override variables set the suite FLUSHES that Redis: point it at a test server only.
 
@@ -19,6 +21,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +29,7 @@ import psycopg
 import pytest
 import redis
 import redis.asyncio
+import redis.cluster
 from hypothesis import settings as hypothesis_settings
 
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -122,3 +126,56 @@ def libpq_url(url: str) -> str:
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+# ---- Redis Cluster --------------------------------------------------------------------------
+# The engine's operation, race and stateful tests run on a single node and on a real cluster
+# (3 primaries, 3 replicas, started once per session; FLASHSALE_TEST_REDIS_CLUSTER_URL names
+# another). On the cluster the engine spreads SKUs over CLUSTER_PARTITIONS partitions.
+
+CLUSTER_PARTITIONS = 16
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where an engine test runs: a single node, or a cluster named by any node."""
+
+    url: str
+    cluster: bool = False
+
+    @property
+    def partitions(self) -> int:
+        return CLUSTER_PARTITIONS if self.cluster else 1
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(embedded_root: Path) -> Iterator[str]:
+    given = os.environ.get("FLASHSALE_TEST_REDIS_CLUSTER_URL")
+    if given:
+        yield given
+        return
+    from flashsale.redis_cluster import EmbeddedRedisCluster
+
+    server = EmbeddedRedisCluster(embedded_root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def flush_cluster(url: str) -> None:
+    with redis.cluster.RedisCluster.from_url(url) as client:
+        client.flushall()  # every primary
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.slow)])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """A flushed Redis: the session's single node, then the session's cluster."""
+    if request.param == "single":
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushall()
+        return RedisTarget(url)
+    url = request.getfixturevalue("redis_cluster_url")
+    flush_cluster(url)
+    return RedisTarget(url, cluster=True)

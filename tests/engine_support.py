@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import redis.asyncio
-
 from engine import LocationConfig, ReservationEngine, SkuConfig
+from engine.connection import connect_url
 from engine.keys import KeySchema
 from flashsale.settings import Settings
 
 
-async def make_engine(redis_url: str, **overrides: Any) -> ReservationEngine:
-    settings = Settings(redis_url=redis_url, database_url=None, **overrides)
-    engine = ReservationEngine(redis.asyncio.Redis.from_url(redis_url), settings)
+async def make_engine(redis_url: str, cluster: bool = False, **overrides: Any) -> ReservationEngine:
+    """An engine on a single node, or on a cluster (then with 16 partitions unless overridden)."""
+    if cluster:
+        overrides.setdefault("partitions", 16)
+    settings = Settings(redis_url=redis_url, database_url=None, redis_cluster=cluster, **overrides)
+    engine = ReservationEngine(connect_url(redis_url, cluster=cluster), settings)
     await engine.start()
     return engine
 

@@ -28,9 +28,20 @@ def sku(env: dict[str, str], *args: str) -> Result:
 
 def test_create_show_and_list(env: dict[str, str]) -> None:
     made = sku(
-        env, "create", "shoe", "--location", "wh-1=5", "--location", "wh-2=0",
-        "--backorder-limit", "wh-2=3", "--purchase-limit", "2", "--low-stock-threshold", "6",
-    )  # fmt: skip
+        env,
+        "create",
+        "shoe",
+        "--location",
+        "wh-1=5",
+        "--location",
+        "wh-2=0",
+        "--backorder-limit",
+        "wh-2=3",
+        "--purchase-limit",
+        "2",
+        "--low-stock-threshold",
+        "6",
+    )
     assert made.exit_code == 0, made.output
     assert sku(env, "create", "hat", "--location", "wh-1=0").exit_code == 0
 

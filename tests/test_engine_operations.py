@@ -10,12 +10,13 @@ import pytest
 from engine import CartLine, FulfilLine, ReservationEngine
 from engine import errors as e
 from flashsale.settings import Settings
+from tests.conftest import RedisTarget
 from tests.engine_support import check_invariants, make_engine, sku
 
 
 @pytest.fixture
-async def engine(redis_client: object, redis_url: str) -> AsyncIterator[ReservationEngine]:
-    eng = await make_engine(redis_url)
+async def engine(redis_target: RedisTarget) -> AsyncIterator[ReservationEngine]:
+    eng = await make_engine(redis_target.url, cluster=redis_target.cluster)
     yield eng
     await eng.aclose()
 
@@ -259,8 +260,8 @@ async def test_script_flush_mid_run_changes_nothing(engine: ReservationEngine):
     assert (await engine.inventory("tee")).total.reserved == 2
 
 
-async def test_cross_partition_cart_failure_leaves_no_hold(redis_client: object, redis_url: str):
-    engine = await make_engine(redis_url, partitions=8)
+async def test_cross_partition_cart_failure_leaves_no_hold(redis_target: RedisTarget):
+    engine = await make_engine(redis_target.url, cluster=redis_target.cluster, partitions=8)
     try:
         names = [f"s{i}" for i in range(12)]
         parts = {engine.keys.for_sku(n).number for n in names}
@@ -284,9 +285,9 @@ async def test_cross_partition_cart_failure_leaves_no_hold(redis_client: object,
 
 
 async def test_a_commit_refused_by_its_last_partition_gives_back_every_earlier_part(
-    redis_client: object, redis_url: str
+    redis_target: RedisTarget,
 ):
-    engine = await make_engine(redis_url, partitions=8)
+    engine = await make_engine(redis_target.url, cluster=redis_target.cluster, partitions=8)
     try:
         names = [f"s{i}" for i in range(12)]
         for n in names:

@@ -14,6 +14,7 @@ import pytest
 
 from engine import CartLine, ReservationEngine
 from engine import errors as e
+from tests.conftest import RedisTarget
 from tests.engine_support import check_invariants, make_engine, sku
 
 PROCESSES = 4
@@ -24,8 +25,8 @@ CUSTOMERS = 60  # fewer customers than clients: sessions of one customer race on
 LIMIT = 2
 
 
-async def _buyers(redis_url: str, proc: int) -> dict[str, int]:
-    engine = await make_engine(redis_url)
+async def _buyers(redis_url: str, cluster: bool, proc: int) -> dict[str, int]:
+    engine = await make_engine(redis_url, cluster=cluster)
     tally = {"held": 0, "committed": 0, "released": 0, "refused": 0}
     rng = random.Random(proc)
 
@@ -64,8 +65,8 @@ async def _buyers(redis_url: str, proc: int) -> dict[str, int]:
     return tally
 
 
-def _run_buyers(redis_url: str, proc: int) -> dict[str, int]:
-    return asyncio.run(_buyers(redis_url, proc))
+def _run_buyers(redis_url: str, cluster: bool, proc: int) -> dict[str, int]:
+    return asyncio.run(_buyers(redis_url, cluster, proc))
 
 
 async def _holds_mid_checkout(engine: ReservationEngine) -> list[bytes]:
@@ -82,14 +83,17 @@ async def _holds_mid_checkout(engine: ReservationEngine) -> list[bytes]:
 
 
 @pytest.mark.slow
-async def test_racers_never_sell_the_last_unit_twice(redis_client: object, redis_url: str):
-    engine = await make_engine(redis_url)
+async def test_racers_never_sell_the_last_unit_twice(redis_target: RedisTarget):
+    redis_url, cluster = redis_target.url, redis_target.cluster
+    engine = await make_engine(redis_url, cluster=cluster)
     await engine.configure_sku("hot", sku(SUPPLY, purchase_limit=LIMIT))
     await engine.configure_sku("side", sku(10_000))
     ctx = multiprocessing.get_context("spawn")
     loop = asyncio.get_running_loop()
     with ctx.Pool(PROCESSES) as pool:
-        results = [pool.apply_async(_run_buyers, (redis_url, proc)) for proc in range(PROCESSES)]
+        results = [
+            pool.apply_async(_run_buyers, (redis_url, cluster, proc)) for proc in range(PROCESSES)
+        ]
         while (await engine.inventory("hot")).total.reserved == 0:  # buyers have arrived
             await asyncio.sleep(0.005)
         released = 0

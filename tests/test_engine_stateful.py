@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from engine import CartLine, ReservationEngine
 from engine import errors as e
+from tests.conftest import RedisTarget
 from tests.engine_support import check_invariants, make_engine, sku
 
 LOCATIONS = {"a": {"x": 3, "y": 2}, "b": {"z": 4}}
@@ -106,11 +107,12 @@ class Model:
 
 class EngineMachine(RuleBasedStateMachine):
     redis_url = ""
+    cluster = False
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.engine: ReservationEngine = self.run(make_engine(self.redis_url))
+        self.engine: ReservationEngine = self.run(make_engine(self.redis_url, cluster=self.cluster))
         self.run(self.engine.redis.flushall())
         self.model = Model()
         for s, locs in LOCATIONS.items():
@@ -297,9 +299,12 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.slow
-def test_engine_matches_the_model(redis_url: str) -> None:
-    EngineMachine.redis_url = redis_url
+def test_engine_matches_the_model(redis_target: RedisTarget) -> None:
+    EngineMachine.redis_url, EngineMachine.cluster = redis_target.url, redis_target.cluster
     run_state_machine_as_test(
         EngineMachine,
-        settings=settings(max_examples=50, stateful_step_count=30, deadline=None),
+        # Fewer examples on the cluster: the rules are the same, each flush costs three nodes.
+        settings=settings(
+            max_examples=25 if redis_target.cluster else 50, stateful_step_count=30, deadline=None
+        ),
     )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from api.readiness import READINESS_TTL_SECONDS
 from sync_worker.migrations import upgrade
 from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
 from tests.webhooks_support import ALL_EVENTS, insert_ledger_rows
@@ -165,7 +166,7 @@ async def test_readyz_shows_the_dispatchers_lag_without_depending_on_it(
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["webhooks_lag_seconds"] == 0.0
     insert_ledger_rows(pg_database_url, [("committed", "s1")])  # no dispatcher runs here
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(READINESS_TTL_SECONDS + 0.05)  # past the shared verdict's lifetime
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["webhooks_lag_seconds"] > 0
 

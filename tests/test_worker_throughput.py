@@ -23,12 +23,26 @@ def query(cfg: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
 
 def restock(**changes: str) -> dict[str, str]:
     event = {
-        "type": "restocked", "sku": "apple", "location": "north", "d_on_hand": "5",
-        "d_reserved": "0", "d_committed": "0", "on_hand": "205", "reserved": "0",
-        "committed": "0", "available": "205", "reservation_id": "", "order_id": "",
-        "customer_id": "", "reason": "restock", "reference": "", "backordered": "0",
-        "expires_at": "", "data": "", "ts": "1700000000000",
-    }  # fmt: skip
+        "type": "restocked",
+        "sku": "apple",
+        "location": "north",
+        "d_on_hand": "5",
+        "d_reserved": "0",
+        "d_committed": "0",
+        "on_hand": "205",
+        "reserved": "0",
+        "committed": "0",
+        "available": "205",
+        "reservation_id": "",
+        "order_id": "",
+        "customer_id": "",
+        "reason": "restock",
+        "reference": "",
+        "backordered": "0",
+        "expires_at": "",
+        "data": "",
+        "ts": "1700000000000",
+    }
     event.update(changes)
     return event
 

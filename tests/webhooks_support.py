@@ -29,10 +29,15 @@ from webhooks.dispatcher import Dispatcher
 from webhooks.settings import WebhookSettings
 
 ALL_EVENTS = [
-    "inventory.low_stock", "inventory.out_of_stock", "inventory.back_in_stock",
-    "inventory.adjusted", "reservation.committed", "reservation.released",
-    "reservation.expired", "reservation.fulfilled",
-]  # fmt: skip
+    "inventory.low_stock",
+    "inventory.out_of_stock",
+    "inventory.back_in_stock",
+    "inventory.adjusted",
+    "reservation.committed",
+    "reservation.released",
+    "reservation.expired",
+    "reservation.fulfilled",
+]
 # Quick retries and short windows: a test sees minutes of behaviour in seconds.
 FAST: dict[str, Any] = {
     "webhook_poll_seconds": 0.05,

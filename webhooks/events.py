@@ -37,14 +37,32 @@ FROM_LEDGER: Final[dict[str, str]] = {
     ledger.FULFILLED: FULFILLED,
 }
 EVENT_TYPES: Final = (
-    LOW_STOCK, OUT_OF_STOCK, BACK_IN_STOCK, ADJUSTED, COMMITTED, RELEASED, EXPIRED, FULFILLED,
-)  # fmt: skip
+    LOW_STOCK,
+    OUT_OF_STOCK,
+    BACK_IN_STOCK,
+    ADJUSTED,
+    COMMITTED,
+    RELEASED,
+    EXPIRED,
+    FULFILLED,
+)
 
 # The ledger columns a payload's `data` carries (besides the row id as `ledger_id`).
 DATA_COLUMNS: Final = (
-    "sku", "location", "on_hand", "reserved", "committed", "available", "d_on_hand",
-    "d_reserved", "d_committed", "reservation_id", "order_id", "reason", "reference",
-)  # fmt: skip
+    "sku",
+    "location",
+    "on_hand",
+    "reserved",
+    "committed",
+    "available",
+    "d_on_hand",
+    "d_reserved",
+    "d_committed",
+    "reservation_id",
+    "order_id",
+    "reason",
+    "reference",
+)
 
 
 def payload(row: dict[str, Any]) -> dict[str, Any]:

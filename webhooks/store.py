@@ -25,14 +25,36 @@ ROTATION_GRACE: Final = timedelta(hours=24)
 OPERATOR_DISABLED: Final = "disabled by an operator"
 
 ENDPOINT_COLUMNS: Final = (
-    "id", "url", "description", "events", "enabled", "disabled_reason", "disabled_at",
-    "failing_since", "created_at", "updated_at",
-)  # fmt: skip
+    "id",
+    "url",
+    "description",
+    "events",
+    "enabled",
+    "disabled_reason",
+    "disabled_at",
+    "failing_since",
+    "created_at",
+    "updated_at",
+)
 DELIVERY_COLUMNS: Final = (
-    "id", "message_id", "endpoint_id", "ledger_id", "event_type", "sku", "payload", "status",
-    "attempts", "next_attempt_at", "retry_until", "last_attempt_at", "last_status_code",
-    "last_error", "last_latency_ms", "created_at", "finished_at",
-)  # fmt: skip
+    "id",
+    "message_id",
+    "endpoint_id",
+    "ledger_id",
+    "event_type",
+    "sku",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "retry_until",
+    "last_attempt_at",
+    "last_status_code",
+    "last_error",
+    "last_latency_ms",
+    "created_at",
+    "finished_at",
+)
 _ENDPOINT = ", ".join(ENDPOINT_COLUMNS)
 _DELIVERY = ", ".join(DELIVERY_COLUMNS)
 

@@ -63,8 +63,9 @@ class ConsoleFeed:
         for second in stats:
             self.points[second.t] = _point(second, len(self._expired.get(second.t, ())))
         if seconds:
-            self.points[seconds[-1]]["lag_ms"] = {str(p.partition): p.oldest_unsynced_age_ms
-                                                  for p in lag}  # fmt: skip
+            self.points[seconds[-1]]["lag_ms"] = {
+                str(p.partition): p.oldest_unsynced_age_ms for p in lag
+            }
         for t in [t for t in self.points if t < now - WINDOW_SECONDS]:
             del self.points[t]
         for t in [t for t in self._expired if t < now - WINDOW_SECONDS]:

@@ -73,8 +73,9 @@ async def static(name: Annotated[str, PathParam(pattern=r"^[a-z]+\.(js|css|svg)$
     path = STATIC_DIR / name
     if not path.is_file():
         raise ApiProblem(404, "not_found", f"no console file {name}")
-    return FileResponse(path, headers={"Cache-Control": "no-cache", "X-Content-Type-Options":
-                                       "nosniff"})  # fmt: skip
+    return FileResponse(
+        path, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    )
 
 
 @router.post("/api/login", status_code=204)

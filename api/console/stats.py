@@ -26,9 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.connection import RedisClient
 
 log = logging.getLogger("flashsale.api")
 
@@ -36,9 +37,39 @@ KEY_PREFIX = "console:stats:"
 KEEP_SECONDS = 600
 # Upper bounds of the latency buckets; a reserve slower than the last one counts in one more.
 LATENCY_EDGES_MS = (
-    1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300,
-    400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000,
-)  # fmt: skip
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    10,
+    12,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    60,
+    80,
+    100,
+    120,
+    150,
+    200,
+    250,
+    300,
+    400,
+    500,
+    600,
+    800,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+)
 _COMMIT_PATH = re.compile(r"/v1/reservations/[^/]+/commit")
 _MAX_ERROR_BODY = 4096
 
@@ -64,7 +95,7 @@ class StatsRecorder:
             self.count(f"refused:{code or status}")
         self.count(f"lat:{bisect.bisect_left(LATENCY_EDGES_MS, seconds * 1000)}")
 
-    async def flush(self, redis: Redis) -> None:
+    async def flush(self, redis: RedisClient) -> None:
         pending, self._pending = self._pending, {}
         if not pending:
             return
@@ -79,7 +110,7 @@ class StatsRecorder:
             except RedisError as exc:  # the charts miss a second; the sale goes on
                 log.warning("console stats not written: %s", exc)
 
-    async def run(self, redis: Redis, stop: asyncio.Event, interval: float = 1.0) -> None:
+    async def run(self, redis: RedisClient, stop: asyncio.Event, interval: float = 1.0) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -163,7 +194,7 @@ class Second:
         return float(LATENCY_EDGES_MS[-1])
 
 
-async def read_seconds(redis: Redis, seconds: Sequence[int]) -> list[Second]:
+async def read_seconds(redis: RedisClient, seconds: Sequence[int]) -> list[Second]:
     """The figures of these seconds, from every API process (one pipelined read)."""
     async with redis.pipeline(transaction=False) as pipe:
         for second in seconds:

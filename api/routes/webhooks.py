@@ -56,8 +56,9 @@ async def _db(ctx: ApiContext) -> AsyncIterator[psycopg.AsyncConnection]:
             503, "webhooks_unavailable", "the webhook tables do not exist yet (run migrations)"
         ) from None
     except (psycopg.Error, PoolTimeout):
-        raise ApiProblem(503, "webhooks_unavailable", "the database is unavailable",
-                         headers={"Retry-After": "5"}) from None  # fmt: skip
+        raise ApiProblem(
+            503, "webhooks_unavailable", "the database is unavailable", headers={"Retry-After": "5"}
+        ) from None
 
 
 async def dispatcher_lag(ctx: ApiContext) -> float | None:

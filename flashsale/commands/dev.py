@@ -194,6 +194,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
     env.update(
         FLASHSALE_REDIS_URL=str(settings.redis_url),
         FLASHSALE_DATABASE_URL=str(settings.database_url),
+        FLASHSALE_REDIS_CLUSTER=str(settings.redis_cluster).lower(),
         FLASHSALE_DATA_DIR=str(settings.data_dir.resolve()),
         FLASHSALE_API_HOST=settings.api_host,
         FLASHSALE_API_PORT=str(settings.api_port),

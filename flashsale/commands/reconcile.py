@@ -29,7 +29,11 @@ def reconcile(
     from sync_worker.reconcile import reconcile_urls
 
     settings, redis_url, database_url = services()
-    result = asyncio.run(reconcile_urls(settings.partitions, redis_url, database_url, deep=deep))
+    result = asyncio.run(
+        reconcile_urls(
+            settings.partitions, redis_url, database_url, deep=deep, cluster=settings.redis_cluster
+        )
+    )
     print_reconcile(result)
     if result.drifts:
         raise typer.Exit(EXIT_FAILURE)

@@ -46,7 +46,8 @@ def serve(
     import uvicorn
 
     settings = settings_or_exit()
-    env: dict[str, str] = {}
+    # The API's workers read ApiSettings, which knows no embedded servers: say "cluster" plainly.
+    env: dict[str, str] = {"FLASHSALE_REDIS_CLUSTER": str(settings.redis_cluster).lower()}
     if settings.redis_url is None or settings.database_url is None:
         from flashsale.embedded import ensure_services
 

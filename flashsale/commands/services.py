@@ -9,7 +9,8 @@ from flashsale.ui import EXIT_FAILURE, console, settings_or_exit
 
 app = typer.Typer(
     help="The Redis and Postgres this project uses: embedded in the data folder unless "
-    "FLASHSALE_REDIS_URL / FLASHSALE_DATABASE_URL name others.",
+    "FLASHSALE_REDIS_URL / FLASHSALE_DATABASE_URL name others. FLASHSALE_EMBEDDED_CLUSTER=true "
+    "makes the embedded Redis a local Redis Cluster (3 primaries, 3 replicas).",
     no_args_is_help=True,
 )
 
@@ -20,7 +21,8 @@ def services_up() -> None:
     settings = settings_or_exit()
     with console.status("starting services…") as status:
         services = start_services(settings, status.update)
-    console.print(f"redis     {services.redis_url}")
+    kind = " (Redis Cluster: set FLASHSALE_REDIS_CLUSTER=true)" if settings.redis_cluster else ""
+    console.print(f"redis     {services.redis_url}{kind}")
     console.print(f"postgres  {services.database_url}")
 
 

@@ -103,8 +103,12 @@ def show(sku: str, as_json: Json = False) -> None:
         console.print(f"{name:30} {'-' if value is None else value}")
     table = Table("location", "on_hand", "available", "reserved", "committed", "backorder_limit")
     for lvl in (*detail.inventory.locations, detail.inventory.total):
-        table.add_row(lvl.location, *map(str, (lvl.on_hand, lvl.available, lvl.reserved,
-                                               lvl.committed, lvl.backorder_limit)))  # fmt: skip
+        table.add_row(
+            lvl.location,
+            *map(
+                str, (lvl.on_hand, lvl.available, lvl.reserved, lvl.committed, lvl.backorder_limit)
+            ),
+        )
     console.print(table)
 
 
@@ -152,7 +156,10 @@ def list_skus(
         state = "sold out" if item.sold_out else "low stock" if item.low_stock else ""
         if item.inventory.backorder.backordered:
             state = "backordered"
-        table.add_row(item.sku, *map(str, (total.on_hand, total.available, total.reserved,
-                                           total.committed)), state)  # fmt: skip
+        table.add_row(
+            item.sku,
+            *map(str, (total.on_hand, total.available, total.reserved, total.committed)),
+            state,
+        )
     console.print(table)
     console.print(f"{len(found)} SKU(s)")

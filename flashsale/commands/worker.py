@@ -48,8 +48,7 @@ def worker_run(
     ] = 0,
 ) -> None:
     """Sync the partition streams into Postgres until SIGTERM/Ctrl-C; the batch in hand finishes."""
-    from redis.asyncio import Redis
-
+    from engine.connection import connect_url
     from sync_worker.metrics import WorkerMetrics
     from sync_worker.worker import SyncWorker
 
@@ -63,7 +62,12 @@ def worker_run(
     async def main() -> None:
         # No socket timeout on the blocking read would let a half-dead connection hang forever.
         timeout = settings.worker_block_ms / 1000 + 10
-        redis = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=5)
+        redis = connect_url(
+            redis_url,
+            cluster=settings.redis_cluster,
+            socket_timeout=timeout,
+            socket_connect_timeout=5,
+        )
         worker = SyncWorker(redis, database_url, settings, name, metrics)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,16 +83,16 @@ def worker_run(
 @worker_app.command("status")
 def worker_status() -> None:
     """Show each partition stream's length, pending entries and oldest unsynced event."""
-    from redis.asyncio import Redis
     from rich.table import Table
 
+    from engine.connection import connect_url
     from engine.keys import KeySchema
     from engine.streams import partition_lag
 
     settings, redis_url, _ = services()
 
     async def lag() -> list[Any]:
-        async with Redis.from_url(redis_url) as redis:
+        async with connect_url(redis_url, cluster=settings.redis_cluster) as redis:
             return await partition_lag(redis, KeySchema(settings.partitions))
 
     table = Table("partition", "length", "pending", "oldest unsynced", "state")

@@ -32,6 +32,7 @@ import psutil
 import psycopg
 from redis.asyncio import Redis
 
+from engine.connection import RedisClient
 from engine.engine import ReservationEngine
 from engine.errors import EngineError, InsufficientStock
 from engine.keys import KeySchema
@@ -189,7 +190,7 @@ async def fill(settings: WorkerSettings, target: int) -> int:
         await engine.aclose()
 
 
-async def _stream_total(client: Redis, schema: KeySchema) -> int:
+async def _stream_total(client: RedisClient, schema: KeySchema) -> int:
     return sum([await client.xlen(part.events) for part in schema.all()])
 
 
