@@ -11,6 +11,7 @@ the others from it.
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from functools import partial
@@ -39,7 +40,16 @@ PRIMARIES = 3
 REPLICAS_PER_PRIMARY = 1
 NODE_TIMEOUT_MS = 2000  # how long a silent primary stays a primary before its replica takes over
 START_TIMEOUT_S = 60.0
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def find_redis_cli() -> str:
@@ -74,33 +84,42 @@ class EmbeddedRedisCluster(EmbeddedServer):
             # A cluster's node ids and slots live in its folders: a new cluster starts empty.
             shutil.rmtree(self.home, ignore_errors=True)
             self.home.mkdir(parents=True)
-            ports = self._free_ports()
-            progress(f"starting a {self.size}-node Redis Cluster on {HOST}:{ports[0]}…")
-            pids: list[int] = []
-            try:
-                for port in ports:
-                    pids.append(self._spawn(binary, port))
-                    write_state(self.state_path, pids=pids, ports=ports, pid=0, port=ports[0])
-                self._create(ports, progress)
-            except BaseException:
-                for pid in pids:
-                    terminate(pid, grace=5.0)
-                raise
-            write_state(self.state_path, pids=pids, ports=ports, pid=pids[0], port=ports[0])
-            return self._url(ports[0])
+            for attempt in range(1, START_ATTEMPTS + 1):
+                ports = self._free_ports()
+                progress(f"starting a {self.size}-node Redis Cluster on {HOST}:{ports[0]}…")
+                pids: list[int] = []
+                try:
+                    for port in ports:
+                        pids.append(self._spawn(binary, port))
+                        write_state(self.state_path, pids=pids, ports=ports, pid=0, port=ports[0])
+                    self._create(ports, progress)
+                except BaseException as exc:
+                    for pid in pids:
+                        terminate(pid, grace=5.0)
+                    # A port found free can be taken before the node binds it (another program's
+                    # listener or outgoing connection): start again on other ports.
+                    taken = isinstance(exc, EmbeddedServerError) and "in use" in str(exc)
+                    if not taken or attempt == START_ATTEMPTS:
+                        raise
+                    shutil.rmtree(self.home, ignore_errors=True)
+                    self.home.mkdir(parents=True)
+                    continue
+                write_state(self.state_path, pids=pids, ports=ports, pid=pids[0], port=ports[0])
+                return self._url(ports[0])
+            raise AssertionError("unreachable")
 
     def _free_ports(self) -> list[int]:
+        # The cluster bus listens on port + 10000. Ports the kernel hands to outgoing connections
+        # come and go by the thousand on a busy machine, so both ports are taken below that range.
+        top = _ephemeral_low() - 10_000
+        candidates = random.sample(range(max(1024, top - 8_000), top), k=400)
         ports: list[int] = []
-        while len(ports) < self.size:
-            port = free_port(HOST)
-            # The cluster bus listens on port + 10000: both must be free.
-            if (
-                port not in ports
-                and port + 10000 < 65536
-                and port + 10000 == free_port(HOST, port + 10000)
-            ):
+        for port in candidates:
+            if free_port(HOST, port) == port and free_port(HOST, port + 10_000) == port + 10_000:
                 ports.append(port)
-        return ports
+                if len(ports) == self.size:
+                    return ports
+        raise EmbeddedServerError(f"no {self.size} free port pairs (port, port + 10000) on {HOST}")
 
     def _spawn(self, binary: str, port: int) -> int:
         home = self.home / str(port)

@@ -305,6 +305,11 @@ async def test_a_test_message_and_a_manual_retry_are_sent(api: Api, pg_database_
             )
             assert retried.status_code == 202
             await eventually(lambda: len(receiver.accepted) == 2, what="the retry")
+            # The receiver answers before the dispatcher records the answer: wait for the record.
+            await eventually(
+                lambda: [d["attempts"] for d in deliveries(pg_database_url)] == [2],
+                what="the retry's outcome recorded",
+            )
     first, again = receiver.accepted
     assert first.payload["type"] == "webhook.test"
     assert first.message_id == again.message_id  # a receiver drops it as a repeat
