@@ -3,6 +3,7 @@
 --- @include "numbers"
 --- @include "customers"
 --- @include "sku_state"
+--- @include "events"
 --- @include "holds"
 --- @include "reservation"
 -- reserve.lua: a batch of reserve requests on one partition, applied one after another in the
@@ -66,6 +67,7 @@ local function sku_state(idx)
     local s = load_sku(ARGV[7 + idx], KEYS[k], KEYS[k + 1], KEYS[k + 2])
     if s then
       reclaim(s, stream, now, now, reclaim_limit)
+      s.rs_changed = {}
     end
     loaded[idx] = s or false
   end
@@ -149,9 +151,11 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
   for _, line in ipairs(lines) do
     wanted[line[1]] = (wanted[line[1]] or 0) + line[2]
   end
+  local counts = {}
   for _, i in ipairs(mine) do
     local s = skus[i]
     local units, holds = customer_get(s.cust, customer)
+    counts[i] = { units, holds }
     local limit = tonumber(s.cfg.purchase_limit) or 0
     if limit > 0 and units + (wanted[i] or 0) > limit then
       return fail('purchase_limit_exceeded',
@@ -262,29 +266,56 @@ local function reserve_one(res_key, rid, customer, ttl_arg, fingerprint, lines_a
     sku_names[n] = skus[i].sku
   end
   local lines_json = cjson.encode(result_lines)
+  local expires_at = fmt(deadline)
   for n, line in ipairs(result_lines) do
     local s = skus[lines[n][1]]
     for _, a in ipairs(line[3]) do
+      -- `reserved` is written once per batch (flush_reserved); the event carries the total as
+      -- it is after this request, as if each request had written it.
+      local q = s.q[a[1]]
+      q.rs = q.rs + a[2]
+      s.rs_changed[a[1]] = true
       -- The fingerprint, line number and incarnation let a restore from Postgres rebuild
       -- idempotent replays and keep the reservation's tokens valid.
-      change(s, stream, now, a[1], 0, a[2], 0, { type = 'reserved', reservation_id = rid,
-        customer_id = customer, backordered = a[3], expires_at = fmt(deadline),
-        data = cjson.encode({ fp = fingerprint, line = n, gen = gen }) })
+      emit(stream, now, { type = 'reserved', sku = s.sku, location = a[1], d_reserved = a[2],
+        on_hand = q.oh, reserved = q.rs, committed = q.cm, available = available(q),
+        reservation_id = rid, customer_id = customer, backordered = a[3],
+        expires_at = expires_at, data = cjson.encode({ fp = fingerprint, line = n, gen = gen }) })
     end
   end
   local by_sku = allocations_by_sku(result_lines)
   for _, i in ipairs(mine) do
     local s = skus[i]
     redis.call('ZADD', s.holds, deadline, hold_member(rid, customer, by_sku[s.sku]))
-    customer_add(s.cust, customer, wanted[i] or 0, 1)
+    -- Both counters in one write: their values were read for the limit checks above.
+    local units, holds = counts[i][1], counts[i][2]
+    redis.call('HSET', s.cust, 'u:' .. customer, fmt(units + (wanted[i] or 0)),
+      'h:' .. customer, fmt(holds + 1))
     check_threshold(s, stream, now)
   end
-  redis.call('HSET', res_key, 'fp', fingerprint, 'cust', customer, 'st', 'held', 'exp', fmt(deadline),
-    'ext', '0', 'ca', fmt(now), 'skus', table.concat(sku_names, '\n'), 'lines', lines_json,
-    'gen', gen)
+  -- No `ext` field until the first extension: absent reads as 0, and every field costs a write.
+  redis.call('HSET', res_key, 'fp', fingerprint, 'cust', customer, 'st', 'held', 'exp', expires_at,
+    'ca', fmt(now), 'skus', table.concat(sku_names, '\n'), 'lines', lines_json, 'gen', gen)
   redis.call('PEXPIREAT', res_key, deadline + retention)
   return cjson.encode({ ok = 1, st = 'held', exp = deadline, cust = customer, ord = '', ext = 0,
                         lines = lines_json, gen = gen })
+end
+
+-- One HSET per SKU for the batch's reservations instead of an HINCRBY per line: nothing reads
+-- the hash between the requests of a batch but this script, which keeps `s.q` current.
+local function flush_reserved()
+  for _, s in pairs(loaded) do
+    if s then
+      local fields = {}
+      for loc in pairs(s.rs_changed) do
+        fields[#fields + 1] = 'rs:' .. loc
+        fields[#fields + 1] = fmt(s.q[loc].rs)
+      end
+      if #fields > 0 then
+        redis.call('HSET', s.key, unpack(fields))
+      end
+    end
+  end
 end
 
 local answers = {}
@@ -293,4 +324,5 @@ for r = 0, nrequests - 1 do
   answers[r + 1] = reserve_one(KEYS[2 + 3 * nbatch + r], ARGV[a], ARGV[a + 1], ARGV[a + 2],
     ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
+flush_reserved()
 return answers

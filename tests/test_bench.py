@@ -40,7 +40,16 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
         if result.design in OURS:
             assert result.false_refusals == 0, result
             assert result.available_after_selling == 0, result
+        if result.design in ("redis-limit", "engine"):
+            # Redis' own accounting of the selling phase: some script time, at least one call.
+            assert result.redis_us_per_reserve is not None and result.redis_us_per_reserve > 0
+            assert result.mean_batch is not None and result.mean_batch > 0
+        else:
+            assert result.redis_us_per_reserve is None
     assert report.memory is not None and report.memory.holds == 200
+    cpu = report.script_cpu
+    assert cpu is not None and cpu.commits == 100 and cpu.releases == 100
+    assert cpu.us_per_commit > 0 and cpu.us_per_release > 0
     # Figures, not speeds: each probe ran to the end (a unit never re-offered would time out).
     assert report.latency is not None
     assert report.latency.sequential_calls == 200 and report.latency.reoffers == 5

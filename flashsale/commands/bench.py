@@ -139,8 +139,8 @@ def bench(
         finally:
             # The bench's own servers: nobody else uses them, so none is left running.
             services.stop(status.update)
-    # Piped output has no terminal width: give the eleven columns room instead of truncating.
-    wide = console if console.is_terminal else Console(width=160, highlight=False)
+    # Piped output has no terminal width: give the thirteen columns room instead of truncating.
+    wide = console if console.is_terminal else Console(width=190, highlight=False)
     if result.results:  # `sync` alone sells nothing: its figures are the notes below
         wide.print(table(result))
     for note in out.notes(result):

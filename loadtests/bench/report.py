@@ -24,6 +24,8 @@ COLUMNS = (
     "p99 ms",
     "p999 ms",
     "sold-out refusals/s",
+    "Redis µs/reserve",
+    "batch",
     "× engine",
     "peak RSS MiB",
 )
@@ -45,6 +47,8 @@ def rows(report: BenchReport) -> list[list[str]]:
             f"{r.p99_ms:.2f}",
             f"{r.p999_ms:.2f}",
             f"{r.soldout_refusals_per_s:,.0f}",
+            "—" if r.redis_us_per_reserve is None else f"{r.redis_us_per_reserve:.1f}",
+            "—" if r.mean_batch is None else f"{r.mean_batch:.1f}",
             "—" if r.ratio_to_engine is None else f"{r.ratio_to_engine:.2f}",
             f"{r.peak_rss_mib:.0f}",
         ]
@@ -114,10 +118,23 @@ def api_cpu_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def script_cpu_lines(report: BenchReport) -> list[str]:
+    c = report.script_cpu
+    if c is None:
+        return []
+    return [
+        f"Redis time in the scripts (INFO commandstats): {c.us_per_commit:.1f} µs per commit "
+        f"({c.commits:,}), {c.us_per_release:.1f} µs per release ({c.releases:,}), "
+        f"{c.calls_per_operation:.2f} EVALSHA per call; per reserve: the table's "
+        "Redis µs/reserve (selling phase, per unit sold)"
+    ]
+
+
 def notes(report: BenchReport) -> list[str]:
     return (
         api_cpu_lines(report)
         + latency_lines(report)
+        + script_cpu_lines(report)
         + sync_lines(report)
         + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
     )
@@ -151,6 +168,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "memory": memory,
         "latency": latency,
         "sync": None if report.sync is None else report.sync.as_dict(),
+        "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
     }

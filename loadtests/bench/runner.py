@@ -9,13 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtests.bench import http_design, latency, memory, pg_designs, redis_designs, sync_design
+from loadtests.bench import (
+    http_design,
+    latency,
+    memory,
+    pg_designs,
+    redis_cpu,
+    redis_designs,
+    sync_design,
+)
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
 from sync_worker.settings import WorkerSettings
 
 DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional", "sync")
 SELLING_DESIGNS = DESIGNS[:-1]  # `sync` sells nothing: it times the worker on a backlog
 SYNC_EVENTS_PER_UNIT = 10
+REDIS_SCRIPT_DESIGNS = ("redis-limit", "engine")  # selling phase metered by Redis' accounting
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class BenchReport:
     memory: memory.MemoryResult | None = None
     latency: latency.LatencyResult | None = None
     sync: sync_design.SyncResult | None = None
+    script_cpu: redis_cpu.CommitReleaseCpu | None = None
     bench_peak_rss_mib: float = 0.0
     api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
 
@@ -87,6 +97,7 @@ async def run_design(
     )
     note = ""
     api_cpu = None
+    spent: redis_cpu.ScriptCpu | None = None
     if design == "engine-http":
         if cfg.start_api is None:
             raise ValueError("engine-http needs BenchConfig.start_api to start the API")
@@ -105,12 +116,19 @@ async def run_design(
             async def available() -> int:
                 return (await _levels(design, cfg, workload.sku))[0]
 
-            selling, soldout, left = await run_phases(workload, attempt, available)
+            meter = None
+            if design in REDIS_SCRIPT_DESIGNS:
+                spent = redis_cpu.ScriptCpu()
+                meter = redis_cpu.metered(cfg.redis_url, spent)
+            selling, soldout, left = await run_phases(workload, attempt, available, meter)
         rss = _rss_mib()
     _, store_oversold = await _levels(design, cfg, workload.sku)
     result = summarize(design, workload, selling, soldout, left, store_oversold)
     result.peak_rss_mib = rss
     result.notes = note
+    if spent is not None and spent.calls and selling.sold:
+        result.redis_us_per_reserve = spent.usec / selling.sold
+        result.mean_batch = selling.sold / spent.calls
     return result, api_cpu
 
 
@@ -149,6 +167,11 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
     if engine is not None and engine.attempts_per_s:
         for result in report.results:
             result.ratio_to_engine = result.attempts_per_s / engine.attempts_per_s
+    if "engine" in cfg.designs:
+        progress("metering Redis CPU per commit and per release…")
+        report.script_cpu = await redis_cpu.measure_commit_release(
+            cfg.settings, cfg.redis_url, run_id, min(redis_cpu.PROBE_HOLDS, max(2, cfg.units))
+        )
     if cfg.memory_holds:
         progress(f"measuring Redis memory over {cfg.memory_holds} holds…")
         report.memory = await memory.measure(cfg.settings, cfg.redis_url, cfg.memory_holds, run_id)

@@ -9,9 +9,11 @@ answers one request with an Outcome, and `available`, the store's own count at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,10 @@ class DesignResult:
     attempts: int
     refused_other: int
     peak_rss_mib: float = 0.0
+    # Designs on Redis: EVALSHA µs (INFO commandstats) per unit sold in the selling phase, and
+    # units sold per EVALSHA call (the mean reserve batch).
+    redis_us_per_reserve: float | None = None
+    mean_batch: float | None = None
     ratio_to_engine: float | None = None
     notes: str = ""
 
@@ -76,9 +82,14 @@ def percentile_ms(sorted_ns: list[int], fraction: float) -> float:
 
 
 async def run_phases(
-    workload: Workload, attempt: Attempt, available: Callable[[], Awaitable[int]]
+    workload: Workload,
+    attempt: Attempt,
+    available: Callable[[], Awaitable[int]],
+    selling_meter: AbstractAsyncContextManager[object] | None = None,
 ) -> tuple[PhaseCounts, PhaseCounts, int]:
     """Runs both phases; returns their counts and the store's available units between them.
+
+    `selling_meter` is entered around the selling phase alone (Redis' CPU accounting).
 
     Latency is reported for the selling phase: the sold-out phase has its own figure
     (refusals/s), and mixing in refusals a fast path answers locally would flatter the tail.
@@ -105,9 +116,10 @@ async def run_phases(
             else:
                 selling.refused += 1
 
-    began = time.perf_counter()
-    last_seq = await asyncio.gather(*(sell(b) for b in range(workload.buyers)))
-    selling.seconds = time.perf_counter() - began
+    async with selling_meter or contextlib.nullcontext():
+        began = time.perf_counter()
+        last_seq = await asyncio.gather(*(sell(b) for b in range(workload.buyers)))
+        selling.seconds = time.perf_counter() - began
     # Read before the sold-out phase, whose attempts could only lower it further.
     left = await available()
 

@@ -1,7 +1,8 @@
 -- includes/reservation.lua: reading one reservation's part in this partition.
 -- Hash fields: fp (request fingerprint), cust, st (held|committed|fulfilled|released|expired),
--- exp (deadline ms), ext (extensions used), ord (order id), ca (created ms), gen (incarnation:
--- a nonce given at creation, so a token issued for an earlier use of the id opens nothing),
+-- exp (deadline ms), ext (extensions used; absent until the first), ord (order id), ca (created
+-- ms), gen (incarnation: a nonce given at creation, so a token issued for an earlier use of the
+-- id opens nothing),
 -- skus (its SKUs, "\n"-joined, in KEYS order), lines (JSON [[sku, qty, [[loc, qty, backordered,
 -- fulfilled], ...]], ...]), fid:<id> (answers of idempotent fulfilments).
 

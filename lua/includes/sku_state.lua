@@ -1,3 +1,4 @@
+--- @include "numbers"
 --- @include "events"
 -- includes/sku_state.lua: one SKU's quantities and threshold events.
 -- A SKU's state `s` is {sku, key, holds, cust, cfg, q = {loc = {oh, rs, cm, ss, bl, inc, cb}},
@@ -55,9 +56,24 @@ end
 -- Applies deltas to one location, in Redis and in `s`, and emits the event describing it.
 local function change(s, stream, ts, loc, d_oh, d_rs, d_cm, e)
   local q = s.q[loc]
-  if d_oh ~= 0 then q.oh = redis.call('HINCRBY', s.key, 'oh:' .. loc, d_oh) end
-  if d_rs ~= 0 then q.rs = redis.call('HINCRBY', s.key, 'rs:' .. loc, d_rs) end
-  if d_cm ~= 0 then q.cm = redis.call('HINCRBY', s.key, 'cm:' .. loc, d_cm) end
+  local moved = (d_oh ~= 0 and 1 or 0) + (d_rs ~= 0 and 1 or 0) + (d_cm ~= 0 and 1 or 0)
+  if moved > 1 then
+    -- Several totals in one write: `q` holds what the hash holds (this script read it and keeps
+    -- it current with every write), so setting the sums is the same as incrementing each.
+    local fields = {}
+    for _, f in ipairs({ { 'oh', d_oh }, { 'rs', d_rs }, { 'cm', d_cm } }) do
+      if f[2] ~= 0 then
+        q[f[1]] = q[f[1]] + f[2]
+        fields[#fields + 1] = f[1] .. ':' .. loc
+        fields[#fields + 1] = fmt(q[f[1]])
+      end
+    end
+    redis.call('HSET', s.key, unpack(fields))
+  else
+    if d_oh ~= 0 then q.oh = redis.call('HINCRBY', s.key, 'oh:' .. loc, d_oh) end
+    if d_rs ~= 0 then q.rs = redis.call('HINCRBY', s.key, 'rs:' .. loc, d_rs) end
+    if d_cm ~= 0 then q.cm = redis.call('HINCRBY', s.key, 'cm:' .. loc, d_cm) end
+  end
   e.sku = s.sku
   e.location = loc
   e.d_on_hand, e.d_reserved, e.d_committed = d_oh, d_rs, d_cm
