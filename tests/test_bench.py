@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from typer.testing import CliRunner
 
 from flashsale.cli import app
@@ -52,8 +53,14 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     # Figures, not speeds: each probe ran to the end (a unit never re-offered would time out).
     assert report.latency is not None
     assert report.latency.sequential_calls == 200 and report.latency.reoffers == 5
+    # engine-http measured the API's CPU per request for the floor, reserve and refusal.
+    cpu = report.api_cpu
+    assert cpu is not None and cpu.trivial_requests > 0, cpu
+    assert min(cpu.trivial_us, cpu.reserve_us, cpu.refusal_us) > 0, cpu
     json_path, md_path = write(report, tmp_path)
     assert json_path.exists() and md_path.read_text().endswith(markdown(report))
+    assert orjson.loads(json_path.read_bytes())["api_cpu"] == cpu.as_dict()
+    assert "API CPU per request" in markdown(report)
 
 
 def test_bench_command_refuses_an_unknown_design() -> None:

@@ -31,6 +31,34 @@ class ApiProcess:
     log: Path
 
 
+@dataclass(frozen=True)
+class ApiCpu:
+    """The API workers' CPU µs per request served: the floor (/healthz), reserve, refusal."""
+
+    trivial_us: float
+    reserve_us: float
+    refusal_us: float
+    trivial_requests: int
+
+    @property
+    def reserve_ratio(self) -> float:
+        return self.reserve_us / self.trivial_us if self.trivial_us else 0.0
+
+    @property
+    def refusal_ratio(self) -> float:
+        return self.refusal_us / self.trivial_us if self.trivial_us else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "trivial_us": self.trivial_us,
+            "reserve_us": self.reserve_us,
+            "refusal_us": self.refusal_us,
+            "reserve_per_trivial": self.reserve_ratio,
+            "refusal_per_trivial": self.refusal_ratio,
+            "trivial_requests": self.trivial_requests,
+        }
+
+
 # Starts the API with these FLASHSALE_* variables over the current environment and this many
 # workers; returns once it answers and stops it on exit.
 StartApi = Callable[[Mapping[str, str], int], AbstractContextManager[ApiProcess]]
@@ -52,8 +80,9 @@ async def run(
     run_id: str,
     start_api: StartApi,
     api_workers: int = API_WORKERS,
-) -> tuple[PhaseCounts, PhaseCounts, int, float, str]:
-    """Returns both phases, available after selling, the API workers' peak RSS (MiB), a note."""
+) -> tuple[PhaseCounts, PhaseCounts, int, float, str, ApiCpu]:
+    """Returns both phases, available after selling, the API workers' peak RSS (MiB), a note,
+    and the API's CPU per request."""
     admin, storefront = f"adm_{secrets.token_urlsafe(16)}", f"sf_{secrets.token_urlsafe(16)}"
     env = {
         "FLASHSALE_REDIS_URL": redis_url,
@@ -75,8 +104,11 @@ async def run(
                 headers={"Authorization": f"Bearer {admin}"},
             )
             reply.raise_for_status()
+        # One worker: uvicorn serves from the process it was started in, with no children.
+        workers = psutil.Process(api.pid).children(recursive=True) or [psutil.Process(api.pid)]
         job = {
             "base_url": api.base_url,
+            "api_pids": [w.pid for w in workers],
             "storefront_key": storefront,
             "run_id": run_id,
             "ttl_seconds": HOLD_TTL_S,
@@ -93,8 +125,6 @@ async def run(
         if driver.returncode != 0:
             tail = "\n".join(api.log.read_text(errors="replace").splitlines()[-40:])
             raise RuntimeError(f"http driver failed ({driver.returncode}); serve log:\n{tail}")
-        # One worker: uvicorn serves from the process it was started in, with no children.
-        workers = psutil.Process(api.pid).children(recursive=True) or [psutil.Process(api.pid)]
         rss_mib = max((peak_rss_kib(w.pid) for w in workers), default=0) / 1024
     result = orjson.loads(output)
     note = (
@@ -103,10 +133,18 @@ async def run(
     )
     if result["other_refusals"]:
         note += f"; other refusals by status: {result['other_refusals']}"
+    cpu = result["api_cpu_us"]
+    api_cpu = ApiCpu(
+        trivial_us=cpu["trivial"],
+        reserve_us=cpu["reserve"],
+        refusal_us=cpu["refusal"],
+        trivial_requests=int(result["trivial_requests"]),
+    )
     return (
         PhaseCounts(**result["selling"]),
         PhaseCounts(**result["soldout"]),
         int(result["available_after_selling"]),
         rss_mib,
         note,
+        api_cpu,
     )

@@ -5,7 +5,12 @@ Each buyer speaks HTTP/1.1 over its own kept-alive connection with a few lines o
 httpx was the first driver: at 99% of a core it managed ~450 requests/s while the API it drove sat
 at 30%, so the figure measured the client, not the server.
 
-Prints one JSON document: both phases' counts and latencies, the available units between them.
+Before selling, the same buyers call /healthz for as long as the sold-out phase lasts: the
+framework's floor. The API workers' CPU time (psutil, user + system) is read at each phase's edges,
+so each phase's figure is API CPU per request served, unmoved by whatever else the machine runs.
+
+Prints one JSON document: both phases' counts and latencies, the available units between them,
+the floor's requests and every phase's API CPU µs per request.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import resource
 import sys
+import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import psutil
 
 from loadtests.bench.workload import Outcome, PhaseCounts, Workload, run_phases
 
@@ -36,15 +43,24 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
         f"POST /v1/reservations HTTP/1.1\r\nHost: {target.netloc}\r\n"
         f"Authorization: Bearer {job['storefront_key']}\r\nContent-Type: application/json\r\n"
     ).encode()
+    trivial_request = f"GET /healthz HTTP/1.1\r\nHost: {target.netloc}\r\n\r\n".encode()
     connections: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+    workers = [psutil.Process(pid) for pid in job["api_pids"]]
+
+    def api_cpu_s() -> float:
+        return sum(sum(w.cpu_times()[:2]) for w in workers)
 
     async def post(buyer: int, rid: str, body: bytes) -> tuple[int, bytes]:
+        request = (
+            head + f"Idempotency-Key: {rid}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        return await exchange(buyer, request)
+
+    async def exchange(buyer: int, request: bytes) -> tuple[int, bytes]:
         if buyer not in connections:
             connections[buyer] = await asyncio.open_connection(host, port)
         reader, writer = connections[buyer]
-        writer.write(
-            head + f"Idempotency-Key: {rid}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        )
+        writer.write(request)
         headers = await reader.readuntil(b"\r\n\r\n")
         status = int(headers[9:12])
         length = 0
@@ -78,18 +94,43 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
             other[f"{status} {code}"] += 1
             return Outcome.REFUSED
 
+        trivial = 0
+
+        async def ask_trivial(buyer: int, stop_at: float) -> None:
+            nonlocal trivial
+            while time.perf_counter() < stop_at:
+                status, _ = await exchange(buyer, trivial_request)
+                if status != 200:
+                    raise RuntimeError(f"/healthz answered {status}")
+                trivial += 1
+
+        cpu = [api_cpu_s()]
+        stop_at = time.perf_counter() + workload.soldout_seconds
+        await asyncio.gather(*(ask_trivial(b, stop_at) for b in range(workload.buyers)))
+        cpu.append(api_cpu_s())
+
         async def available() -> int:
+            cpu.append(api_cpu_s())  # the selling phase ends here
             reply = await client.get(f"/v1/inventory/{workload.sku}", headers=storefront)
             reply.raise_for_status()
-            return int(reply.json()["total"]["available"])
+            left = int(reply.json()["total"]["available"])
+            cpu.append(api_cpu_s())
+            return left
 
         selling, soldout, left = await run_phases(workload, attempt, available)
+        cpu.append(api_cpu_s())
     for _, writer in connections.values():
         writer.close()
     return {
         "selling": phase(selling),
         "soldout": phase(soldout),
         "available_after_selling": left,
+        "trivial_requests": trivial,
+        "api_cpu_us": {
+            "trivial": per_request_us(cpu[1] - cpu[0], trivial),
+            "reserve": per_request_us(cpu[2] - cpu[1], selling.attempts),
+            "refusal": per_request_us(cpu[4] - cpu[3], soldout.attempts),
+        },
         "other_refusals": dict(other),
         "driver_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
@@ -102,6 +143,10 @@ def problem_code(body: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return code if isinstance(code, str) else None
+
+
+def per_request_us(cpu_seconds: float, requests: int) -> float:
+    return cpu_seconds * 1e6 / requests if requests else 0.0
 
 
 def phase(counts: PhaseCounts) -> dict[str, Any]:

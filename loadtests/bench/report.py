@@ -106,6 +106,18 @@ def sync_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def api_cpu_lines(report: BenchReport) -> list[str]:
+    c = report.api_cpu
+    if c is None:
+        return []
+    return [
+        f"engine-http API CPU per request (workers' user+system time over requests served): "
+        f"trivial /healthz {c.trivial_us:,.0f} µs ({c.trivial_requests:,} requests), "
+        f"reserve while selling {c.reserve_us:,.0f} µs ({c.reserve_ratio:.2f}× trivial), "
+        f"refusal after sell-out {c.refusal_us:,.0f} µs ({c.refusal_ratio:.2f}× trivial)"
+    ]
+
+
 def script_cpu_lines(report: BenchReport) -> list[str]:
     c = report.script_cpu
     if c is None:
@@ -120,7 +132,8 @@ def script_cpu_lines(report: BenchReport) -> list[str]:
 
 def notes(report: BenchReport) -> list[str]:
     return (
-        latency_lines(report)
+        api_cpu_lines(report)
+        + latency_lines(report)
         + script_cpu_lines(report)
         + sync_lines(report)
         + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
@@ -157,6 +170,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "sync": None if report.sync is None else report.sync.as_dict(),
         "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
+        "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
     }
 
 

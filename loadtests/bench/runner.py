@@ -57,6 +57,7 @@ class BenchReport:
     sync: sync_design.SyncResult | None = None
     script_cpu: redis_cpu.CommitReleaseCpu | None = None
     bench_peak_rss_mib: float = 0.0
+    api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
 
 
 def _attempt_factory(
@@ -85,7 +86,9 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult:
+async def run_design(
+    design: str, cfg: BenchConfig, run_id: str
+) -> tuple[DesignResult, http_design.ApiCpu | None]:
     workload = Workload(
         units=cfg.units,
         buyers=cfg.buyers,
@@ -93,11 +96,12 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
         sku=f"{run_id}-{design}",
     )
     note = ""
+    api_cpu = None
     spent: redis_cpu.ScriptCpu | None = None
     if design == "engine-http":
         if cfg.start_api is None:
             raise ValueError("engine-http needs BenchConfig.start_api to start the API")
-        selling, soldout, left, rss, note = await http_design.run(
+        selling, soldout, left, rss, note, api_cpu = await http_design.run(
             cfg.settings,
             cfg.redis_url,
             cfg.database_url,
@@ -125,7 +129,7 @@ async def run_design(design: str, cfg: BenchConfig, run_id: str) -> DesignResult
     if spent is not None and spent.calls and selling.sold:
         result.redis_us_per_reserve = spent.usec / selling.sold
         result.mean_batch = selling.sold / spent.calls
-    return result
+    return result, api_cpu
 
 
 async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchReport:
@@ -156,7 +160,9 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             )
             continue
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
-        report.results.append(await run_design(design, cfg, run_id))
+        result, api_cpu = await run_design(design, cfg, run_id)
+        report.results.append(result)
+        report.api_cpu = api_cpu or report.api_cpu
     engine = next((r for r in report.results if r.design == "engine"), None)
     if engine is not None and engine.attempts_per_s:
         for result in report.results:
