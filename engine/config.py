@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -36,19 +36,34 @@ _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg"}
 
 
+def masked(url: str) -> str:
+    """The URL with its password (in the authority or a `password=` parameter) as ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostport}"
+    query = parts.query
+    if "password=" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _check_url(value: str | None, schemes: set[str], example: str) -> str | None:
     if value is None or value.strip() == "":
         return None
     value = value.strip()
     parts = urlsplit(value)
     if parts.scheme not in schemes:
-        raise ValueError(f"expected a URL like {example}, got {value!r}")
+        raise ValueError(f"expected a URL like {example}, got {masked(value)!r}")
     if parts.scheme != "unix" and not parts.hostname and "host=" not in parts.query:
-        raise ValueError(f"URL {value!r} names no host")
+        raise ValueError(f"URL {masked(value)!r} names no host")
     try:
         parts.port  # noqa: B018 - raises ValueError on a garbled port
     except ValueError as exc:
-        raise ValueError(f"URL {value!r} has an invalid port") from exc
+        raise ValueError(f"URL {masked(value)!r} has an invalid port") from exc
     return value
 
 

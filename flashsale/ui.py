@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 
+from engine.config import masked
 from engine.errors import ConfigurationError
 from flashsale.settings import Settings, load
 
@@ -38,21 +38,6 @@ def settings_or_exit(**overrides: object) -> Settings:
         return load(**overrides)
     except ConfigurationError as exc:
         fail(str(exc), EXIT_CONFIG)
-
-
-def masked(url: str) -> str:
-    """The URL with its password (in the authority or a `password=` parameter) as ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:***@{hostport}"
-    query = parts.query
-    if "password=" in query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def unreachable_message(exc: BaseException) -> str | None:

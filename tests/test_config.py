@@ -135,3 +135,15 @@ def test_the_engine_reads_no_environment_when_given_no_settings(
     engine = ReservationEngine(Redis())  # no connection is made before a command
     assert engine.settings.partitions == 1
     assert engine.settings.hold_ttl_seconds == 600
+
+
+def test_a_bad_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHSALE_REDIS_URL", "http://admin:s3cret@cache.internal:6379/0")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert "s3cret" not in str(refused.value)
+    assert "admin:***@cache.internal" in str(refused.value)
+    monkeypatch.setenv("FLASHSALE_REDIS_URL", "redis://admin:s3cret@cache.internal:port/0")
+    with pytest.raises(ConfigurationError, match=r"invalid port") as garbled:
+        load_settings()
+    assert "s3cret" not in str(garbled.value)
