@@ -4,7 +4,7 @@ them with a Redis client so they run by SHA and reload themselves after NOSCRIPT
 On a cluster every primary gets every script at start, and a NOSCRIPT reloads the script on the
 node that answered it (engine.connection.ClusterClient), inside pipelines too.
 
-A script or include names each include it calls at its top, one line each:
+A script (below its header) or an include names each include it calls, one line each:
 
     --- @include "sku_state"
 

@@ -1,8 +1,3 @@
---- @include "clock"
---- @include "fail"
---- @include "numbers"
---- @include "sku_state"
---- @include "holds"
 -- change_on_hand.lua: restock, adjust or set on_hand at one location, with a reason.
 --
 -- One script for the three on_hand operations (restock, adjust, set): they differ only in how
@@ -31,6 +26,12 @@
 -- idempotency_conflict{key}
 -- Events: restocked | adjusted | on_hand_set (data = {key, fp, answer} with an idempotency key),
 -- expired, low_stock / out_of_stock / back_in_stock
+
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 
 local stream, sku_key, holds_key, cust_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sku, loc, mode = ARGV[2], ARGV[3], ARGV[4]

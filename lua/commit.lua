@@ -1,10 +1,3 @@
---- @include "fail"
---- @include "numbers"
---- @include "customers"
---- @include "sku_state"
---- @include "holds"
---- @include "reservation"
---- @include "open_reservation"
 -- commit.lua: held -> committed (an order was placed for the cart).
 --
 -- Commit racing expiry resolves once: the deadline is compared with Redis TIME in the same script
@@ -26,6 +19,14 @@
 -- invalid_state{reservation_id,status},
 -- idempotency_conflict{reservation_id,order_id}
 -- Events: committed (one per location line), expired (when it finds the hold expired)
+
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit, order_id = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5]), ARGV[6]

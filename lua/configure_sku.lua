@@ -1,9 +1,3 @@
---- @include "clock"
---- @include "fail"
---- @include "numbers"
---- @include "events"
---- @include "sku_state"
---- @include "holds"
 -- configure_sku.lua: create or replace a SKU's configuration and its locations.
 --
 -- Locations keep their quantities; a location given an on_hand gets it (an on_hand_set event).
@@ -26,6 +20,13 @@
 -- quantity_too_large{sku,location,total,value,limit,detail} (a quantity past QUANTITY_LIMIT)
 -- Events: sku_configured (data = the config), on_hand_set (per location whose on_hand changed),
 -- expired, low_stock / out_of_stock / back_in_stock
+
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "events"
+--- @include "sku_state"
+--- @include "holds"
 
 local stream, skus_key, sku_key, holds_key, cust_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sku, reclaim_limit, reason, reference = ARGV[2], int_arg(ARGV[4]), ARGV[5], ARGV[6]

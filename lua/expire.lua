@@ -1,7 +1,3 @@
---- @include "clock"
---- @include "numbers"
---- @include "sku_state"
---- @include "holds"
 -- expire.lua: reclaim one SKU's holds past their deadline (the sweeper's step). Bounded work.
 --
 -- KEYS[1]  partition event stream
@@ -13,6 +9,11 @@
 -- Returns JSON {ok=1, reclaimed=n, more=0|1 (due holds remain)}
 -- Errors: none (an unknown SKU reclaims nothing)
 -- Events: expired (one per location line), low_stock / out_of_stock / back_in_stock
+
+--- @include "clock"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 
 local s = load_sku(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
 if s == nil then

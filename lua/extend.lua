@@ -1,10 +1,3 @@
---- @include "fail"
---- @include "numbers"
---- @include "events"
---- @include "sku_state"
---- @include "holds"
---- @include "reservation"
---- @include "open_reservation"
 -- extend.lua: give an active hold a new deadline (now + ttl).
 --
 -- The cap on extensions is the smallest max_extensions among the reservation's SKUs.
@@ -25,6 +18,14 @@
 -- reclaimed), invalid_state{reservation_id,status},
 -- extension_limit{reservation_id,limit}
 -- Events: extended (one per location line, deltas 0, new expires_at), expired
+
+--- @include "fail"
+--- @include "numbers"
+--- @include "events"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention = ARGV[2], int_arg(ARGV[4])

@@ -1,10 +1,3 @@
---- @include "fail"
---- @include "numbers"
---- @include "customers"
---- @include "sku_state"
---- @include "holds"
---- @include "reservation"
---- @include "open_reservation"
 -- fulfil.lua: committed units ship: `committed` and `on_hand` go down together.
 --
 -- Whole (no lines) or per line, partial allowed, never more than committed. A fulfilment id makes
@@ -31,6 +24,14 @@
 -- backorder_not_in_stock{reservation_id,sku,location,requested,in_stock,detail}
 -- Events: fulfilled (one per location line; data = {req = ARGV[6]} with a fulfilment id), expired
 -- (when it finds a hold past its deadline)
+
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])

@@ -1,6 +1,3 @@
---- @include "clock"
---- @include "fail"
---- @include "reservation"
 -- get_reservation.lua: read one reservation's part in a partition, with Redis time, so the engine
 -- reports a held reservation past its deadline as expired. Read only.
 --
@@ -10,6 +7,10 @@
 --
 -- Returns JSON {ok=1, st, exp, cust, ord, ext, lines, skus, now}
 -- Errors: reservation_not_found{reservation_id}
+
+--- @include "clock"
+--- @include "fail"
+--- @include "reservation"
 
 local r = load_reservation(KEYS[1], ARGV[2])
 if r == nil then

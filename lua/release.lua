@@ -1,9 +1,3 @@
---- @include "numbers"
---- @include "customers"
---- @include "sku_state"
---- @include "holds"
---- @include "reservation"
---- @include "open_reservation"
 -- release.lua: give a hold or a committed order's unshipped units back. Idempotent.
 --
 -- A held reservation's units leave `reserved`; a committed one's unfulfilled units leave
@@ -22,6 +16,13 @@
 -- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys
 -- Events: released (one per location line), expired (when it finds the hold past its deadline
 -- or reclaimed: st is then "expired" and the reclaimed part moves nothing again)
+
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "holds"
+--- @include "reservation"
+--- @include "open_reservation"
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])

@@ -1,23 +1,7 @@
---- @include "clock"
---- @include "fail"
---- @include "numbers"
---- @include "customers"
---- @include "sku_state"
---- @include "events"
---- @include "holds"
---- @include "reservation"
 -- reserve.lua: a batch of reserve requests on one partition, applied one after another in the
 -- order given; each request holds every line of its cart in this partition, or none, and gets its
 -- own answer. The engine coalesces concurrent reserve calls into one batch (natural batching); a
 -- lone call is a batch of one.
---
--- Guarantees, per request: validates everything before its first write except lazy expiry (a
--- complete, independent change); never lets available go below -backorder_limit; enforces the
--- purchase limit (held + committed per customer and SKU) and the active-holds cap; the sale window
--- is checked against Redis TIME. The same reservation id with the same fingerprint returns the
--- stored answer, with the state the reservation has now (a hold past its deadline: expired), also
--- within one batch. A SKU's state is read once per batch and kept current by every write the
--- batch makes, so a later request sees what an earlier one took.
 --
 -- KEYS[1]  partition event stream
 -- KEYS[2 + 3i], KEYS[3 + 3i], KEYS[4 + 3i]  SKU hash, holds zset, customers hash of batch SKU i
@@ -45,8 +29,25 @@
 --   quantity_too_large{sku,location,total,value,limit,detail} (reserved + committed at a
 --   location would pass QUANTITY_LIMIT)
 -- A malformed batch (argument count) is a Redis error reply: an engine bug, not a request's fault.
--- Events: reserved (one per location line; data = {fp, line, gen}), expired (lazy expiry), low_stock /
--- out_of_stock / back_in_stock (crossings)
+-- Events: reserved (one per location line; data = {fp, line, gen}), expired (lazy expiry),
+-- low_stock / out_of_stock / back_in_stock (crossings)
+--
+-- Guarantees, per request: validates everything before its first write except lazy expiry (a
+-- complete, independent change); never lets available go below -backorder_limit; enforces the
+-- purchase limit (held + committed per customer and SKU) and the active-holds cap; the sale window
+-- is checked against Redis TIME. The same reservation id with the same fingerprint returns the
+-- stored answer, with the state the reservation has now (a hold past its deadline: expired), also
+-- within one batch. A SKU's state is read once per batch and kept current by every write the
+-- batch makes, so a later request sees what an earlier one took.
+
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
+--- @include "events"
+--- @include "holds"
+--- @include "reservation"
 
 local stream = KEYS[1]
 local ttl_min, ttl_max = int_arg(ARGV[2]), int_arg(ARGV[3])

@@ -1,18 +1,4 @@
---- @include "fail"
---- @include "numbers"
---- @include "customers"
---- @include "sku_state"
 -- restore_sku.lua: write one SKU's state, rebuilt from Postgres, into a Redis that lost its data.
---
--- Emits NO events, unlike every other writing script: what it writes is already in the ledger
--- event for event, and appending events would make the sync worker count the same units twice.
--- It runs only from `flashsale restore`, while the sale is closed.
---
--- The first call for a SKU (mode "replace") drops whatever the SKU's keys hold, then writes its
--- config and quantities; the calls after it (mode "append") add holds, customer counters and
--- reservation hashes in chunks, so no single call runs long. Each call validates all its input
--- before its first write. The threshold level (`lvl`) is recomputed from the restored quantities
--- with the rule of check_threshold (includes/sku_state.lua), so the next crossing emits once.
 --
 -- KEYS[1]  partition SKU set
 -- KEYS[2]  SKU hash;  KEYS[3] holds zset;  KEYS[4] customers hash
@@ -28,7 +14,22 @@
 --
 -- Returns JSON {ok=1, lvl}
 -- Errors: invalid_request{detail}
--- Events: none (see above)
+-- Events: none (see below)
+--
+-- Emits NO events, unlike every other writing script: what it writes is already in the ledger
+-- event for event, and appending events would make the sync worker count the same units twice.
+-- It runs only from `flashsale restore`, while the sale is closed.
+--
+-- The first call for a SKU (mode "replace") drops whatever the SKU's keys hold, then writes its
+-- config and quantities; the calls after it (mode "append") add holds, customer counters and
+-- reservation hashes in chunks, so no single call runs long. Each call validates all its input
+-- before its first write. The threshold level (`lvl`) is recomputed from the restored quantities
+-- with the rule of check_threshold (includes/sku_state.lua), so the next crossing emits once.
+
+--- @include "fail"
+--- @include "numbers"
+--- @include "customers"
+--- @include "sku_state"
 
 local skus_key, sku_key, holds_key, cust_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sku, mode = ARGV[1], ARGV[2]

@@ -1,8 +1,3 @@
---- @include "clock"
---- @include "fail"
---- @include "numbers"
---- @include "sku_state"
---- @include "holds"
 -- snapshot.lua: one SKU's configuration and quantities, with due holds reclaimed first so the
 -- answer never counts an expired hold (reclaim is bounded; the sweeper takes any rest).
 --
@@ -15,6 +10,12 @@
 -- Returns JSON {ok=1, cfg (JSON string), q={loc={oh,rs,cm,ss,bl,inc}}, now}
 -- Errors: unknown_sku{sku}
 -- Events: expired, low_stock / out_of_stock / back_in_stock (from the reclaim)
+
+--- @include "clock"
+--- @include "fail"
+--- @include "numbers"
+--- @include "sku_state"
+--- @include "holds"
 
 local s = load_sku(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
 if s == nil then
