@@ -52,6 +52,19 @@ class OnHandChange:
     idempotency_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CartStart:
+    """What a cart spanning partitions records before its first part is reserved."""
+
+    reservation_id: str
+    customer_id: str
+    fingerprint: str
+    incarnation: str
+    parts: tuple[ReservationPart, ...]
+    lines: Sequence[CartLine]
+    ttl_ms: int
+
+
 def configure_sku_call(
     part: Partition,
     sku: str,
@@ -154,10 +167,12 @@ def fulfil_call(
     fulfilment_id: str | None,
     settings: EngineSettings,
     clock_offset_ms: int,
+    check_only: bool = False,
 ) -> Call:
     """`lines` None ships all that is open; otherwise only the lines of this part's SKUs."""
     wanted = [[ln.sku, ln.quantity, ln.location or ""] for ln in lines or ()]
     extra = ["" if lines is None else orjson.dumps(wanted), fulfilment_id or ""]
+    extra.append("1" if check_only else "")
     return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
 
 
@@ -204,7 +219,8 @@ def snapshot_call(
 
 
 def get_reservation_call(part: Partition, reservation_id: str, clock_offset_ms: int) -> Call:
-    return [part.reservation(reservation_id)], [clock_offset_ms, reservation_id]
+    keys = [part.reservation(reservation_id), part.cart(reservation_id)]
+    return keys, [clock_offset_ms, reservation_id]
 
 
 def restore_sku_call(
@@ -222,3 +238,57 @@ def restore_sku_call(
     keys = [part.skus, *part.sku_keys(sku), *(part.reservation(rid) for rid in reservation_ids)]
     args = [sku, mode, config_json, quantities_json, holds_json, customers_json, reservations_json]
     return keys, args
+
+
+def cart_begin_call(
+    home: Partition, start: CartStart, settings: EngineSettings, clock_offset_ms: int
+) -> Call:
+    parts = [[p.number, "\n".join(p.skus)] for p in start.parts]
+    lines = [[ln.sku, ln.quantity, ln.location or ""] for ln in start.lines]
+    args = [
+        "begin",
+        clock_offset_ms,
+        start.reservation_id,
+        start.fingerprint,
+        start.customer_id,
+        start.incarnation,
+        orjson.dumps(parts),
+        orjson.dumps(lines),
+        start.ttl_ms,
+        _recovery_ms(settings),
+        settings.retention_seconds * 1000,
+    ]
+    return [home.cart(start.reservation_id), home.carts], args
+
+
+def cart_decide_call(
+    home: Partition,
+    reservation_id: str,
+    leaving: Sequence[str],
+    state: str,
+    *,
+    transient: bool,
+    expiry_ms: int,
+    fields: dict[str, str],
+    settings: EngineSettings,
+    clock_offset_ms: int,
+) -> Call:
+    """`expiry_ms`: the record's new life from now, -1 to persist it, 0 to leave it."""
+    recovery = _recovery_ms(settings) if transient else 0
+    args: list[Any] = ["decide", clock_offset_ms, reservation_id, ",".join(leaving), state]
+    args += [recovery, expiry_ms]
+    for name, value in fields.items():
+        args += [name, value]
+    return [home.cart(reservation_id), home.carts], args
+
+
+def cart_get_call(home: Partition, reservation_id: str, clock_offset_ms: int) -> Call:
+    return [home.cart(reservation_id), home.carts], ["get", clock_offset_ms, reservation_id]
+
+
+def cart_due_call(home: Partition, limit: int, clock_offset_ms: int) -> Call:
+    return [home.cart(""), home.carts], ["due", clock_offset_ms, limit]
+
+
+def _recovery_ms(settings: EngineSettings) -> int:
+    return int(settings.cart_recovery_seconds * 1000)

@@ -99,6 +99,9 @@ class EngineSettings(BaseModel):
     )  # finished reservations stay readable this long
     reclaim_batch: int = Field(default=100, ge=1, le=1000)  # due holds reclaimed per script call
     sweeper_interval_seconds: float = Field(default=1.0, gt=0)
+    # A cart spanning partitions left mid-way (its process died) longer than this is finished by
+    # the sweeper: well above one operation's time, well below a hold's TTL.
+    cart_recovery_seconds: float = Field(default=5.0, gt=0, le=300)
     redis_max_connections: int = Field(default=64, ge=1)
     reserve_batch_max: int = Field(default=64, ge=1, le=1000)  # reserve requests per script call
     # Per partition and process; 1 = strict arrival order across batches, 2 = +40% throughput.

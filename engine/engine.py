@@ -1,8 +1,8 @@
 """ReservationEngine: the async API around the Lua scripts. Embeddable in any asyncio program.
 
-Every operation is one script call per partition it touches. A cart spanning partitions is
-reserved partition by partition and released again if a later partition refuses, so the caller
-sees all or nothing and no hold is left behind.
+Every operation on a cart within one partition is one script call. A cart spanning partitions
+is driven through a decision record in its home partition (engine/carts.py), so the caller sees
+all or nothing, a process dying mid-way leaves nothing half bought, and no hold is left behind.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from engine import calls
 from engine import events as event
 from engine import validation as check
 from engine.batching import Batcher
-from engine.calls import Call, OnHandChange, ReservationPart, ReserveRequest
+from engine.calls import Call, CartStart, OnHandChange, ReservationPart, ReserveRequest
+from engine.carts import CartDriver, CartRecord, status_with_record
 from engine.config import EngineSettings
 from engine.connection import RedisClient, connect
 from engine.errors import (
-    EngineError,
     IdempotencyConflict,
     InsufficientStock,
     InvalidRequest,
+    OverFulfil,
     ReservationNotFound,
     UnknownSku,
 )
@@ -76,6 +77,10 @@ class ReservationEngine:
         self._batchers: dict[int, Batcher[ReserveRequest, bytes]] = {}
         self._existence_checks: dict[int, Batcher[str, bool]] = {}
         self._sold_out = SoldOutMarks(self.settings.sold_out_recheck_ms)
+        self._carts = CartDriver(self)
+        # Test-only: called with the name of each point where a cart's driver may die
+        # (carts.FAULT_POINTS); a test makes it end the process there. None in production.
+        self.fault_hook: Callable[[str], None] | None = None
 
     @property
     def clock_offset_ms(self) -> int:
@@ -288,26 +293,22 @@ class ReservationEngine:
         for line in lines:
             groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
         parts = tuple(ReservationPart(n, _skus_of(groups[n])) for n in sorted(groups))
-        # A fresh incarnation, kept only if this call creates the reservation; every later part
-        # takes the one the first part answered, so all parts of a cart share one.
-        request = ReserveRequest(
-            reservation_id, customer_id, ttl * 1000, fingerprint, (), secrets.token_hex(8)
-        )
-        replies: list[dict[str, Any]] = []
-        try:
-            for part in parts:
-                mine = replace(request, lines=groups[part.number])
-                replies.append(await self._reserve_part(self.keys.partition(part.number), mine))
-                request = replace(request, incarnation=replies[-1]["gen"])
-        except BaseException:
-            # A later partition refused: the holds taken so far go back, so nothing is left
-            # behind. A replayed part belongs to an earlier identical request: not ours to undo.
-            for part, reply in zip(parts, replies, strict=False):
-                if reply.get("replayed") != 1:
-                    await self._release_part(reservation_id, part)
-            raise
+        # A fresh incarnation, kept only if this call creates the reservation (a replay answers
+        # the stored one); a spanning cart's record keeps it for every part.
+        incarnation = secrets.token_hex(8)
+        if len(parts) > 1:
+            start = CartStart(
+                reservation_id, customer_id, fingerprint, incarnation, parts, lines, ttl * 1000
+            )
+            reservation = await self._carts.reserve(start)
+        else:
+            request = ReserveRequest(
+                reservation_id, customer_id, ttl * 1000, fingerprint, lines, incarnation
+            )
+            reply = await self._reserve_part(self.keys.partition(parts[0].number), request)
+            reservation = reservation_of(reservation_id, [reply])
         self._remember(reservation_id, parts)
-        return reservation_of(reservation_id, replies)
+        return reservation
 
     async def local_refusal(
         self,
@@ -404,17 +405,28 @@ class ReservationEngine:
     async def get_reservation(self, reservation_id: str) -> Reservation:
         check.check_id("reservation_id", reservation_id)
         replies = await self._read_parts(reservation_id)
-        if not replies:
+        found = [r for r in replies.values() if not r.get("missing")]
+        if not found:
             raise ReservationNotFound(reservation_id=reservation_id)
-        self._remember(reservation_id, _parts_of(replies))
         now = max(int(r["now"]) for r in replies.values())
-        return reservation_of(reservation_id, list(replies.values()), now)
+        reservation = reservation_of(reservation_id, found, now)
+        record = _record_of(reservation_id, replies)
+        if record is not None:
+            status = status_with_record(record.state, record.ends_as, reservation.status)
+            if status is None:  # a cart still being reserved, or refused: not there for a reader
+                raise ReservationNotFound(reservation_id=reservation_id)
+            reservation = replace(reservation, status=status)
+        self._remember(reservation_id, _parts_of(replies))
+        return reservation
 
     async def extend(self, reservation_id: str, ttl_seconds: int | None = None) -> Reservation:
         check.check_id("reservation_id", reservation_id)
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
+        parts = await self._locate(reservation_id)
+        if len(parts) > 1:
+            return await self._carts.extend(parts, reservation_id, ttl)
         replies = [
             await self._on_part(
                 "extend",
@@ -424,7 +436,7 @@ class ReservationEngine:
                     p, reservation_id, ttl, self.settings, self.clock_offset_ms
                 ),
             )
-            for part in await self._locate(reservation_id)
+            for part in parts
         ]
         return reservation_of(reservation_id, replies)
 
@@ -432,25 +444,17 @@ class ReservationEngine:
         check.check_id("reservation_id", reservation_id)
         check.check_id("order_id", order_id)
         parts = await self._locate(reservation_id)
-        replies: list[dict[str, Any]] = []
-        try:
-            for part in parts:
-                replies.append(
-                    await self._on_part(
-                        "commit",
-                        reservation_id,
-                        part,
-                        lambda p: calls.commit_call(
-                            p, reservation_id, order_id, self.settings, self.clock_offset_ms
-                        ),
-                    )
-                )
-        except EngineError:
-            # A later partition expired first: the cart cannot be half bought.
-            for part in parts[: len(replies)]:
-                await self._release_part(reservation_id, part)
-            raise
-        return reservation_of(reservation_id, replies)
+        if len(parts) > 1:
+            return await self._carts.commit(parts, reservation_id, order_id)
+        reply = await self._on_part(
+            "commit",
+            reservation_id,
+            parts[0],
+            lambda p: calls.commit_call(
+                p, reservation_id, order_id, self.settings, self.clock_offset_ms
+            ),
+        )
+        return reservation_of(reservation_id, [reply])
 
     async def fulfil(
         self,
@@ -465,43 +469,72 @@ class ReservationEngine:
         if fulfilment_id is not None:
             check.check_id("fulfilment_id", fulfilment_id)
         parts = await self._locate(reservation_id)
-        replies = []
-        for part in parts:
-            mine = None
-            if lines is not None:
-                mine = [ln for ln in lines if self.keys.for_sku(ln.sku).number == part.number]
-                if not mine:
-                    continue
-            replies.append(
-                await self._on_part(
-                    "fulfil",
-                    reservation_id,
-                    part,
-                    partial(
-                        calls.fulfil_call,
-                        reservation_id=reservation_id,
-                        lines=mine,
-                        fulfilment_id=fulfilment_id,
-                        settings=self.settings,
-                        clock_offset_ms=self.clock_offset_ms,
-                    ),
-                )
-            )
-        if not replies:
-            raise InvalidRequest("no fulfil line names a SKU of this reservation", field="lines")
+        if lines is not None:
+            held = {sku for part in parts for sku in part.skus}
+            for line in lines:
+                if line.sku not in held:
+                    raise OverFulfil(
+                        sku=line.sku,
+                        location=line.location or "",
+                        requested=line.quantity,
+                        remaining=0,
+                    )
+        plan = [
+            (part, None if lines is None else [ln for ln in lines if ln.sku in part.skus])
+            for part in parts
+        ]
+        plan = [(part, mine) for part, mine in plan if mine is None or mine]
+        if len(plan) > 1:
+            # Every partition checks its share before any ships: a refusal in a later one must
+            # not come after an earlier one shipped (a corrected retry would ship it twice).
+            for part, mine in plan:
+                await self._fulfil_part(reservation_id, part, mine, fulfilment_id, check_only=True)
+        replies = [
+            await self._fulfil_part(reservation_id, part, mine, fulfilment_id)
+            for part, mine in plan
+        ]
         if len(replies) == len(parts):
+            if len(parts) > 1 and all(r["st"] == "fulfilled" for r in replies):
+                await self._carts.fulfilled(parts, reservation_id)
             return reservation_of(reservation_id, replies)
         return await self.get_reservation(reservation_id)  # parts this fulfilment did not touch
+
+    async def _fulfil_part(
+        self,
+        reservation_id: str,
+        part: ReservationPart,
+        lines: list[FulfilLine] | None,
+        fulfilment_id: str | None,
+        *,
+        check_only: bool = False,
+    ) -> dict[str, Any]:
+        return await self._on_part(
+            "fulfil",
+            reservation_id,
+            part,
+            partial(
+                calls.fulfil_call,
+                reservation_id=reservation_id,
+                lines=lines,
+                fulfilment_id=fulfilment_id,
+                settings=self.settings,
+                clock_offset_ms=self.clock_offset_ms,
+                check_only=check_only,
+            ),
+        )
 
     async def release(self, reservation_id: str) -> Reservation | None:
         """Gives the units back. Idempotent: an unknown or finished reservation is left as it is."""
         check.check_id("reservation_id", reservation_id)
         try:
             parts = await self._locate(reservation_id)
-            replies = [await self._release_part(reservation_id, part) for part in parts]
+            if len(parts) > 1:
+                return await self._carts.release(parts, reservation_id)
+            return reservation_of(
+                reservation_id, [await self._release_part(reservation_id, parts[0])]
+            )
         except ReservationNotFound:
             return None
-        return reservation_of(reservation_id, replies)
 
     async def _release_part(self, reservation_id: str, part: ReservationPart) -> dict[str, Any]:
         return await self._on_part(
@@ -514,7 +547,9 @@ class ReservationEngine:
     # ---- Expiry --------------------------------------------------------------------------
 
     async def sweep(self, *, batch: int = 200) -> int:
-        """Reclaims every due hold on every SKU (bounded per call of the script). Returns count."""
+        """Reclaims every due hold on every SKU (bounded per call of the script), and finishes
+        the carts spanning partitions that a process left mid-way. Returns holds reclaimed."""
+        await self._carts.recover()
         total = 0
         for part in self.keys.all():
             cursor: int = 0
@@ -600,19 +635,30 @@ class ReservationEngine:
         if not replies:
             raise ReservationNotFound(reservation_id=reservation_id)
         parts = _parts_of(replies)
+        if not parts:  # a spanning cart whose parts are not there (yet, or any more)
+            raise ReservationNotFound(reservation_id=reservation_id)
         self._remember(reservation_id, parts)
         return parts
 
-    async def _read_parts(self, reservation_id: str) -> dict[int, dict[str, Any]]:
+    async def _read_parts(
+        self, reservation_id: str, parts: Sequence[ReservationPart] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """What each partition (or each of `parts`) has of the reservation: its part, and the
+        decision record in a spanning cart's home partition (`missing` = a record, no part)."""
+        partitions = (
+            self.keys.all() if parts is None else [self.keys.partition(p.number) for p in parts]
+        )
         found: dict[int, dict[str, Any]] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for part in self.keys.all():
-                keys, args = calls.get_reservation_call(part, reservation_id, self.clock_offset_ms)
+            for partition in partitions:
+                keys, args = calls.get_reservation_call(
+                    partition, reservation_id, self.clock_offset_ms
+                )
                 await self.scripts["get_reservation"](keys=keys, args=args, client=pipe)
             raws = await pipe.execute()
-        for part, raw in zip(self.keys.all(), raws, strict=True):
+        for partition, raw in zip(partitions, raws, strict=True):
             try:
-                found[part.number] = decode(raw)
+                found[partition.number] = decode(raw)
             except ReservationNotFound:
                 continue
         return found
@@ -629,8 +675,19 @@ def _skus_of(lines: Sequence[CartLine]) -> tuple[str, ...]:
 
 
 def _parts_of(replies: dict[int, dict[str, Any]]) -> tuple[ReservationPart, ...]:
-    """The parts get_reservation found, by partition number."""
+    """A reservation's parts: as its decision record names them when it spans partitions (some
+    may not exist yet, or any more), else the ones get_reservation found, by partition."""
+    for reply in replies.values():
+        if "cart" in reply:
+            return CartRecord.of({"rid": "", **reply["cart"]}).parts
     return tuple(ReservationPart(n, tuple(replies[n]["skus"].split("\n"))) for n in sorted(replies))
+
+
+def _record_of(reservation_id: str, replies: dict[int, dict[str, Any]]) -> CartRecord | None:
+    for reply in replies.values():
+        if "cart" in reply:
+            return CartRecord.of({"rid": reservation_id, **reply["cart"]})
+    return None
 
 
 def request_fingerprint(value: object) -> str:

@@ -387,3 +387,12 @@ def _when(ms: Any) -> str:
         return ms_to_datetime(int(ms)).isoformat()
     except (TypeError, ValueError):
         return str(ms)
+
+
+def reply_of(error: EngineError) -> dict[str, Any]:
+    """The script reply :func:`error_from_reply` turns back into an equal error: how a cart's
+    decision record keeps the refusal that ended it, so a retry is answered the same."""
+    reply: dict[str, Any] = {"err": error.code, **error.details}
+    if isinstance(error, InsufficientStock) and error.sold_out:
+        reply["so"] = 1
+    return reply

@@ -15,6 +15,10 @@ per partition, all with the same reservation id.
     {p<N>}:cust:<sku>        hash: per customer `u:<id>` units held + committed, `h:<id>` holds
     {p<N>}:res:<id>          hash: one reservation's part in this partition
     {p<N>}:op:<key>          string: answer of an idempotent stock operation (retention TTL)
+    {p<N>}:cart:<id>         hash: decision record of a cart spanning partitions, in its home
+                             partition (the lowest-numbered partition it spans)
+    {p<N>}:carts             sorted set: carts of this home partition in a transient state,
+                             score = when the sweeper may finish them (ms)
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ class Partition:
 
     def operation(self, idempotency_key: str) -> str:
         return f"{self.tag}:op:{idempotency_key}"
+
+    def cart(self, reservation_id: str) -> str:
+        return f"{self.tag}:cart:{reservation_id}"
+
+    @property
+    def carts(self) -> str:
+        return f"{self.tag}:carts"
 
 
 class KeySchema:

@@ -40,6 +40,7 @@ SCRIPTS = (
     "snapshot",
     "get_reservation",
     "restore_sku",
+    "cart",
 )
 
 _INCLUDE = re.compile(r"""^---[ \t]*@include[ \t]+(["'])([\w-]+)\1[ \t]*$""", re.MULTILINE)

@@ -15,6 +15,7 @@
 -- ARGV[5]  reclaim limit
 -- ARGV[6]  lines to ship, JSON [[sku, quantity, location or ""], ...], or "" for all that is open
 -- ARGV[7]  fulfilment id, or ""
+-- ARGV[8]  "1" to check only: answer as if shipped (or refuse) without writing the shipment
 --
 -- Returns JSON {ok=1, st ("committed" while units remain, then "fulfilled"), exp, cust, ord, ext,
 -- lines (each allocation's 4th number is what has shipped), replayed?}
@@ -123,6 +124,10 @@ for _, sh in ipairs(ships) do
     return fail('invariant_violation', { sku = sh[1][1], location = a[1], on_hand = q.oh,
       detail = 'on_hand would go below zero: backordered units must arrive before they ship' })
   end
+end
+
+if ARGV[8] == '1' then
+  return reply(r)  -- the engine checks every partition of a cart before any of them ships
 end
 
 -- The request a fulfilment id stands for travels in its events, so a restore rebuilds its record.

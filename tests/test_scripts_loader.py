@@ -82,7 +82,13 @@ def test_every_lua_file_declares_exactly_the_includes_it_calls(path: Path) -> No
 
 def test_get_reservation_carries_only_what_it_calls() -> None:
     source = load_script_source("get_reservation")
-    assert set(_DEFINES.findall(source)) == {"now_ms", "fail", "load_reservation", "reply"}
+    assert set(_DEFINES.findall(source)) == {
+        "now_ms",
+        "fail",
+        "load_reservation",
+        "reply",
+        "record",
+    }
 
 
 def test_every_script_resolves() -> None:
