@@ -63,6 +63,7 @@ FAULT_POINTS = (
     "commit:committing",
     "commit:part:<i>",
     "commit:decided",
+    "back-out:releasing",
     "release:releasing",
     "release:part:<i>",
     "release:decided",
@@ -314,6 +315,8 @@ class CartDriver:
         decided = await self._decide(
             record.parts, record.reservation_id, leaving, RELEASING, transient=True, fields=fields
         )
+        if decided.changed:
+            self._fault("back-out:releasing")
         return await self._follow(decided)
 
     async def _follow(self, record: CartRecord) -> CartRecord:
