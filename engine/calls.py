@@ -177,9 +177,14 @@ def fulfil_call(
 
 
 def release_call(
-    part: ReservationPart, reservation_id: str, settings: EngineSettings, clock_offset_ms: int
+    part: ReservationPart,
+    reservation_id: str,
+    settings: EngineSettings,
+    clock_offset_ms: int,
+    forget: bool = False,
 ) -> Call:
-    return _reservation_call(part, reservation_id, settings, clock_offset_ms, [])
+    extra = ["1" if forget else ""]
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
 
 
 def expire_call(part: Partition, sku: str, settings: EngineSettings, clock_offset_ms: int) -> Call:

@@ -54,6 +54,7 @@ RESERVING, HELD, COMMITTING, COMMITTED = "reserving", "held", "committing", "com
 RELEASING, RELEASED, EXPIRED, ABORTED = "releasing", "released", "expired", "aborted"
 TRANSIENT = (RESERVING, COMMITTING, RELEASING)
 _RECOVERY_BATCH = 100  # records per recovery-index read
+_ATTEMPTS = 3  # a reserve joining an attempt another driver refuses meanwhile starts again
 
 # Where a driver may die, in the order an operation passes them; ":<i>" follows the i-th part.
 FAULT_POINTS = (
@@ -143,16 +144,19 @@ class CartDriver:
         engine = self._engine
         home = engine.keys.partition(start.parts[0].number)
         call = calls.cart_begin_call(home, start, engine.settings, engine.clock_offset_ms)
-        record = first = CartRecord.of(await engine._run("cart", call))
-        if first.changed:
-            self._fault("reserve:begun")
-        if record.state in TRANSIENT:  # ours, or a retry finding an earlier attempt under way
-            record = await self.drive(record)
-        if record.state == ABORTED:
+        for _ in range(_ATTEMPTS):
+            record = first = CartRecord.of(await engine._run("cart", call))
+            if first.changed:
+                self._fault("reserve:begun")
+            if record.state in TRANSIENT:  # ours, or a retry finding an earlier attempt under way
+                record = await self.drive(record)
+            if record.state != ABORTED:
+                return await self.answer(record, replayed=not first.changed)
             if record.refusal:
                 raise decode_refusal(record.refusal)
-            raise ReservationNotFound(reservation_id=record.reservation_id)
-        return await self.answer(record, replayed=not first.changed)
+            # The attempt this call joined was refused and forgotten by another driver before
+            # this one could finish it: the id is free again, so the request starts afresh.
+        raise ReservationNotFound(reservation_id=start.reservation_id)
 
     async def commit(
         self, parts: tuple[ReservationPart, ...], rid: str, order_id: str
@@ -250,9 +254,12 @@ class CartDriver:
                 return await self._back_out(record, (RESERVING,), ABORTED, None)
             self._fault(f"reserve:part:{i}")
         life = record.ttl_ms + engine.settings.retention_seconds * 1000
-        decided = await self._decide(
-            record.parts, record.reservation_id, (RESERVING,), HELD, expiry_ms=life
-        )
+        try:
+            decided = await self._decide(
+                record.parts, record.reservation_id, (RESERVING,), HELD, expiry_ms=life
+            )
+        except ReservationNotFound:  # refused and forgotten meanwhile: what we took goes back
+            return await self._forgotten(record, None)
         self._fault("reserve:decided")
         return await self._follow(decided)
 
@@ -288,17 +295,21 @@ class CartDriver:
         return await self._follow(decided)
 
     async def _release_parts(self, record: CartRecord) -> CartRecord:
+        forget = record.ends_as == ABORTED
         for i, part in enumerate(record.parts):
             try:
-                await self._engine._release_part(record.reservation_id, part)
+                await self._engine._release_part(record.reservation_id, part, forget=forget)
             except ReservationNotFound:
                 pass  # never reserved there: nothing to give back
             self._fault(f"release:part:{i}")
         retention = self._engine.settings.retention_seconds * 1000
         ends = record.ends_as or RELEASED
-        decided = await self._decide(
-            record.parts, record.reservation_id, (RELEASING,), ends, expiry_ms=retention
-        )
+        try:
+            decided = await self._decide(
+                record.parts, record.reservation_id, (RELEASING,), ends, expiry_ms=retention
+            )
+        except ReservationNotFound:  # another driver finished the abort and forgot the record
+            return replace(record, state=ABORTED, changed=False)
         self._fault("release:decided")
         return decided
 
@@ -312,12 +323,34 @@ class CartDriver:
         fields = {"to": ends_as}
         if refusal is not None:
             fields["why"] = orjson.dumps(reply_of(refusal)).decode()
-        decided = await self._decide(
-            record.parts, record.reservation_id, leaving, RELEASING, transient=True, fields=fields
-        )
+        try:
+            decided = await self._decide(
+                record.parts,
+                record.reservation_id,
+                leaving,
+                RELEASING,
+                transient=True,
+                fields=fields,
+            )
+        except ReservationNotFound:
+            return await self._forgotten(record, refusal)
         if decided.changed:
             self._fault("back-out:releasing")
         return await self._follow(decided)
+
+    async def _forgotten(self, record: CartRecord, refusal: EngineError | None) -> CartRecord:
+        """The record is gone (refused and forgotten by another driver, or past its life): give
+        back whatever this driver may have taken since, and answer as aborted."""
+        await self._release_everywhere(record, forget=True)
+        why = orjson.dumps(reply_of(refusal)).decode() if refusal is not None else ""
+        return replace(record, state=ABORTED, changed=False, refusal=why)
+
+    async def _release_everywhere(self, record: CartRecord, *, forget: bool) -> None:
+        for part in record.parts:
+            try:
+                await self._engine._release_part(record.reservation_id, part, forget=forget)
+            except ReservationNotFound:
+                pass  # never reserved there
 
     async def _follow(self, record: CartRecord) -> CartRecord:
         """After a decision: finish a release this or another driver began; and when the record
@@ -325,12 +358,8 @@ class CartDriver:
         one may have taken since (a release is idempotent)."""
         if record.state == RELEASING:
             return await self._release_parts(record)
-        if not record.changed and record.state in (RELEASED, EXPIRED, ABORTED):
-            for part in record.parts:
-                try:
-                    await self._engine._release_part(record.reservation_id, part)
-                except ReservationNotFound:
-                    pass
+        if not record.changed and record.state in (RELEASED, EXPIRED):
+            await self._release_everywhere(record, forget=False)
         return record
 
     # ---- Recovery --------------------------------------------------------------------------

@@ -536,12 +536,16 @@ class ReservationEngine:
         except ReservationNotFound:
             return None
 
-    async def _release_part(self, reservation_id: str, part: ReservationPart) -> dict[str, Any]:
+    async def _release_part(
+        self, reservation_id: str, part: ReservationPart, *, forget: bool = False
+    ) -> dict[str, Any]:
         return await self._on_part(
             "release",
             reservation_id,
             part,
-            lambda p: calls.release_call(p, reservation_id, self.settings, self.clock_offset_ms),
+            lambda p: calls.release_call(
+                p, reservation_id, self.settings, self.clock_offset_ms, forget
+            ),
         )
 
     # ---- Expiry --------------------------------------------------------------------------

@@ -27,7 +27,9 @@
 --   reservation_not_found{reservation_id} (decide, get: no record; get also drops the id from
 --   the index)
 -- States: reserving -> held -> committing -> committed -> fulfilled, and from any of them
---   -> releasing -> released | expired; reserving -> aborted (a part refused: why holds its refusal).
+--   -> releasing -> released | expired; reserving -> releasing -> aborted (a part refused: why
+--   holds its refusal). Reaching aborted deletes the record (its parts are forgotten too), so
+--   the id is free again.
 --   reserving, committing and releasing are transient; to names where releasing ends.
 -- Events: none. The parts' own scripts emit every change of stock; the record changes none.
 
@@ -96,6 +98,17 @@ if op == 'decide' then
   for i = 8, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
+  end
+  if ARGV[5] == 'aborted' then
+    -- A refused cart leaves nothing: its id may be used again, as after a refusal within one
+    -- partition. The answer still carries why it was refused.
+    for i = 1, #fields, 2 do
+      r[fields[i]] = fields[i + 1]
+    end
+    redis.call('DEL', record)
+    redis.call('ZREM', index, rid)
+    r.changed = 1
+    return cjson.encode(r)
   end
   redis.call('HSET', record, unpack(fields))
   reindex(rid, tonumber(ARGV[6]))

@@ -11,6 +11,9 @@
 -- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
 -- ARGV[4]  retention ms of a finished reservation
 -- ARGV[5]  reclaim limit
+-- ARGV[6]  "1" to forget the part once nothing is held or owed by it (a cart spanning partitions
+--          that was refused leaves nothing behind, so its id may be used again, as a refused cart
+--          within one partition does); "" to keep it readable for the retention time
 --
 -- Returns JSON {ok=1, st, exp, cust, ord, ext, lines} (st is the state after the call)
 -- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys
@@ -31,7 +34,11 @@ local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], re
 if r == nil then
   return skus
 end
+local forget = ARGV[6] == '1'
 if r.st ~= 'held' and r.st ~= 'committed' then
+  if forget and r.st ~= 'fulfilled' then
+    redis.call('DEL', res_key)
+  end
   return reply(r)
 end
 
@@ -66,6 +73,10 @@ for _, s in pairs(skus) do
   check_threshold(s, stream, now)
 end
 r.st = 'released'
-redis.call('HSET', res_key, 'st', 'released')
-redis.call('PEXPIRE', res_key, retention)
+if forget then
+  redis.call('DEL', res_key)
+else
+  redis.call('HSET', res_key, 'st', 'released')
+  redis.call('PEXPIRE', res_key, retention)
+end
 return reply(r)

@@ -284,6 +284,38 @@ async def test_cross_partition_cart_failure_leaves_no_hold(redis_target: RedisTa
         await engine.aclose()
 
 
+async def test_a_refused_cart_spanning_partitions_leaves_its_id_free_for_a_retry(
+    redis_target: RedisTarget,
+):
+    # Once answered 201 "released" with a new hold left behind: the compensated part was
+    # replayed by the retry while the other partition took a fresh hold.
+    engine = await make_engine(redis_target.url, cluster=redis_target.cluster, partitions=8)
+    try:
+        names = sorted((f"s{i}" for i in range(12)), key=lambda n: engine.keys.for_sku(n).number)
+        first, last = names[0], names[-1]
+        assert engine.keys.for_sku(first).number < engine.keys.for_sku(last).number
+        await engine.configure_sku(first, sku(5))
+        await engine.configure_sku(last, sku(0))
+        cart = [CartLine(first, 2), CartLine(last, 1)]
+        with pytest.raises(e.InsufficientStock) as refused:
+            await engine.reserve("cart", "c1", cart)
+        assert refused.value.sku == last
+        with pytest.raises(e.ReservationNotFound):
+            await engine.get_reservation("cart")
+        assert (await engine.inventory(first)).total.reserved == 0
+
+        await engine.restock(last, "wh-1", 1)
+        again = await engine.reserve("cart", "c1", cart)
+        assert (again.status, again.replayed) == ("held", False)
+        assert {ln.sku: ln.quantity for ln in again.lines} == {first: 2, last: 1}
+        assert (await engine.inventory(first)).total.reserved == 2
+        assert (await engine.inventory(last)).total.reserved == 1
+        assert (await engine.reserve("cart", "c1", cart)).replayed
+        await check_invariants(engine, [first, last])
+    finally:
+        await engine.aclose()
+
+
 async def test_a_commit_refused_by_its_last_partition_gives_back_every_earlier_part(
     redis_target: RedisTarget,
 ):
