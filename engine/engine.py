@@ -641,7 +641,10 @@ class ReservationEngine:
         parts = _parts_of(replies)
         if not parts:  # a spanning cart whose parts are not there (yet, or any more)
             raise ReservationNotFound(reservation_id=reservation_id)
-        self._remember(reservation_id, parts)
+        record = _record_of(reservation_id, replies)
+        # A cart still being reserved may yet be refused, which frees its id for another cart.
+        if record is None or record.state != "reserving":
+            self._remember(reservation_id, parts)
         return parts
 
     async def _read_parts(

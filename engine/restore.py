@@ -149,6 +149,7 @@ async def restore(
     if not force and await redis_has_data(redis, schema):
         raise RedisNotEmpty("Redis still holds flashsale data: restore refuses to overwrite it")
     report = RestoreReport()
+    reservations = list(reservations)
     plans = _plan(schema, skus, reservations, now_ms, settings.retention_seconds * 1000, report)
     script = Scripts(redis)["restore_sku"]
     for p in plans:
@@ -172,6 +173,7 @@ async def restore(
             decode(await script(keys=keys, args=args))
         report.skus += 1
     await _restore_operations(redis, schema, operations, now_ms, settings.retention_seconds * 1000)
+    await _restore_carts(redis, schema, reservations, now_ms, settings.retention_seconds * 1000)
     for part in schema.all():
         await _prepare_stream(redis, part.events, stream_tops.get(part.number))
     return report
@@ -303,6 +305,64 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
         fields["gen"] = r.incarnation
     fields.update({f"fid:{fid}": request for fid, request in r.fulfilments.items()})
     return [expire, *(x for pair in fields.items() for x in pair)]
+
+
+async def _restore_carts(
+    redis: RedisClient,
+    schema: KeySchema,
+    reservations: Sequence[ReservationImage],
+    now_ms: int,
+    retention_ms: int,
+) -> None:
+    """The decision record of every cart spanning partitions, from the states of its parts.
+
+    Parts in one state give the record that state. Parts that disagree were caught mid-way by
+    the loss (a commit or a release between two partitions): the record is restored in the
+    transient state that explains them, already due, so the sweeper finishes it.
+    """
+    by_id: dict[str, list[tuple[int, ReservationImage]]] = {}
+    for r in reservations:
+        if _hash_fields(r, now_ms, retention_ms) is not None:
+            by_id.setdefault(r.id, []).append((schema.for_sku(r.skus[0]).number, r))
+    for rid, parts in by_id.items():
+        if len(parts) < 2:
+            continue
+        parts.sort(key=lambda p: p[0])
+        images = [r for _, r in parts]
+        state, ends_as = _cart_state({r.status for r in images})
+        first = images[0]
+        fields: dict[Any, Any] = {
+            "st": state,
+            "fp": first.fingerprint,
+            "cust": first.customer_id,
+            "gen": first.incarnation,
+            "parts": _json([[n, "\n".join(r.skus)] for n, r in parts]),
+            "lines": _json([[ln.sku, ln.quantity, ""] for r in images for ln in r.lines]),
+            "ttl": str(max(0, first.expires_at_ms - first.created_at_ms)),
+            "ord": next((r.order_id for r in images if r.order_id), ""),
+            "to": ends_as,
+            "upd": str(now_ms),
+        }
+        home = schema.partition(parts[0][0])
+        await redis.hset(home.cart(rid), mapping=fields)
+        if state in ("held", "released", "expired", "fulfilled"):
+            ends = max(r.finished_at_ms or r.expires_at_ms for r in images)
+            await redis.pexpireat(home.cart(rid), ends + retention_ms)
+        if state in ("committing", "releasing"):
+            await redis.zadd(home.carts, {rid: now_ms})
+
+
+def _cart_state(statuses: set[str]) -> tuple[str, str]:
+    """(record state, where a release ends) for the statuses of a spanning cart's parts."""
+    if len(statuses) == 1:
+        return next(iter(statuses)), ""
+    if statuses <= {"committed", "fulfilled"}:
+        return "committed", ""
+    if statuses <= {"held", "committed"}:
+        return "committing", ""  # the sweeper commits the rest, or backs out if it cannot
+    if "expired" in statuses:
+        return "releasing", "expired"
+    return "releasing", "released"
 
 
 async def _restore_operations(

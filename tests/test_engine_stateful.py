@@ -105,9 +105,6 @@ class Model:
         return [(s, loc, q) for (s, loc, _), q in merged.items()], late
 
 
-CLUSTER_PARTITIONS = 14
-
-
 class EngineMachine(RuleBasedStateMachine):
     redis_url = ""
     cluster = False
@@ -115,14 +112,9 @@ class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        # On the cluster, 14 partitions put "a" and "b" in one partition (crc32 % 14 == 11), so
-        # every cart of the model is one atomic script call, spread over the cluster's slots.
-        # Carts spanning partitions are compensated part by part, not atomic: a refused one
-        # leaves its earlier parts readable as released, which this model does not describe.
-        overrides = {"partitions": CLUSTER_PARTITIONS} if self.cluster else {}
-        self.engine: ReservationEngine = self.run(
-            make_engine(self.redis_url, cluster=self.cluster, **overrides)
-        )
+        # On the cluster (16 partitions) "a" and "b" live in different partitions, so every cart
+        # naming both is a cart spanning partitions, driven through its decision record.
+        self.engine: ReservationEngine = self.run(make_engine(self.redis_url, cluster=self.cluster))
         self.run(self.engine.redis.flushall())
         self.model = Model()
         for s, locs in LOCATIONS.items():
