@@ -265,3 +265,25 @@ async def test_racers_on_a_group_never_oversell(redis_target: RedisTarget) -> No
             assert await engine.redis.xlen(part.events) == 0
     await check_invariants(engine, names)
     await engine.aclose()
+
+
+async def test_the_script_refuses_another_group_even_without_the_directory(
+    redis_target: RedisTarget,
+) -> None:
+    """The directory decides; the SKU's own config is the second line should it be lost."""
+    engine = await engine_on(redis_target)
+    name = scattered(1)[0]
+    await engine.configure_sku(name, sku(10, placement_group=GROUP))
+    home = partition_of(GROUP, PARTITIONS)
+    twin = next(
+        g for n in range(1000) if partition_of(g := f"drop-{n}", PARTITIONS) == home
+    )  # another group whose partition is the same
+    await engine.redis.delete(placement(name))  # the directory entry is lost
+    other = await engine_on(redis_target)
+    with pytest.raises(e.PlacementGroupFixed) as refused:
+        await other.configure_sku(name, sku(99, placement_group=twin))
+    assert refused.value.details == {"sku": name, "placement_group": GROUP, "requested": twin}
+    snap = await engine.inventory(name)
+    assert snap.total.on_hand == 10 and snap.config.placement_group == GROUP
+    await other.aclose()
+    await engine.aclose()
