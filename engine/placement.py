@@ -8,8 +8,9 @@ The group is read from the directory key `placement:<sku>` (engine.keys.placemen
 written once, with SET NX, before the SKU's first configuration, and never changes: so a process
 caches what it read for as long as it runs, and the SET NX decides between two first
 configurations racing with different groups. A missing entry is not cached (the SKU may be
-created a moment later); a SKU without an entry has no group, as have SKUs created before
-placement groups existed. `flashsale restore` writes the directory again from Postgres.
+created a moment later). A SKU created before placement groups existed has no entry and no
+group; the first lookup that finds it in its own partition writes its entry from its config.
+`flashsale restore` writes the directory again from Postgres.
 
 A first configuration the script refuses (a malformed config) still leaves its group claimed:
 the claim cannot be taken back safely, since another process may be creating the same SKU in
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+
+import orjson
 
 from engine.connection import RedisClient
 from engine.errors import EngineError, PlacementGroupFixed
@@ -46,6 +49,8 @@ class Placements:
         group = self._groups.get(sku)
         if group is None:
             group = await self.group(sku)
+        if group is None:
+            group = await self._adopt(sku)
         return self._keys.placed(sku, group)
 
     async def partitions(self, skus: Sequence[str]) -> list[Partition]:
@@ -87,6 +92,17 @@ class Placements:
                 sku=sku, placement_group=current or None, requested=wanted or None
             )
         return self._keys.placed(sku, current)
+
+    async def _adopt(self, sku: str) -> str | None:
+        """Writes the entry of a SKU that exists without one (made before placement groups),
+        from its own config, so that later lookups are answered from the cache. None while no
+        such SKU exists: it may yet be created, in any group."""
+        raw = await self._redis.hget(self._keys.for_sku(sku).sku(sku), "cfg")
+        if raw is None:
+            return None
+        group = orjson.loads(raw).get("placement_group") or ""
+        await self._redis.set(placement(sku), group, nx=True)  # a racing claim keeps its own
+        return await self.group(sku)
 
     def _remember(self, sku: str, group: str) -> None:
         if len(self._groups) >= _CACHE_SIZE:

@@ -154,15 +154,25 @@ async def test_a_sku_made_before_placement_groups_keeps_having_none(
     await engine.configure_sku(name, sku(10))
     await engine.redis.delete(placement(name))  # as a SKU created by an older version
     other = await engine_on(redis_target)
-    assert (await other.inventory(name)).total.on_hand == 10
     with pytest.raises(e.PlacementGroupFixed):
         await other.configure_sku(name, sku(10, placement_group=GROUP))
     assert await engine.redis.get(placement(name)) is None
     assert not await other.configure_sku(name, sku(12))
     assert await engine.redis.get(placement(name)) == b""
     assert (await engine.inventory(name)).total.on_hand == 12
-    await other.aclose()
-    await engine.aclose()
+
+    # The first lookup of such a SKU writes its entry, so later ones cost no round trip.
+    await engine.redis.delete(placement(name))
+    third = await engine_on(redis_target)
+    assert (await third.inventory(name)).total.on_hand == 12
+    assert await engine.redis.get(placement(name)) == b""
+    assert await third.placements.group(name) == ""
+    # A SKU that does not exist gets no entry: it may yet be created, in any group.
+    with pytest.raises(e.UnknownSku):
+        await third.inventory("nowhere")
+    assert await engine.redis.get(placement("nowhere")) is None
+    for eng in (third, other, engine):
+        await eng.aclose()
 
 
 async def test_a_malformed_group_is_refused(redis_target: RedisTarget) -> None:
