@@ -77,9 +77,8 @@ class Placements:
         wanted = requested or ""
         current = await self.group(sku)
         if current is None:
-            if wanted and await self._redis.exists(self._keys.for_sku(sku).sku(sku)):
-                # Created before placement groups existed: it has none, and keeps none.
-                raise PlacementGroupFixed(sku=sku, placement_group=None, requested=wanted)
+            current = await self._adopt(sku)  # made before placement groups: it keeps none
+        if current is None:
             if await self._redis.set(placement(sku), wanted, nx=True):
                 self._remember(sku, wanted)
                 current = wanted

@@ -154,9 +154,11 @@ async def test_a_sku_made_before_placement_groups_keeps_having_none(
     await engine.configure_sku(name, sku(10))
     await engine.redis.delete(placement(name))  # as a SKU created by an older version
     other = await engine_on(redis_target)
-    with pytest.raises(e.PlacementGroupFixed):
+    with pytest.raises(e.PlacementGroupFixed) as refused:
         await other.configure_sku(name, sku(10, placement_group=GROUP))
-    assert await engine.redis.get(placement(name)) is None
+    assert refused.value.details == {"sku": name, "requested": GROUP}
+    assert (await engine.inventory(name)).total.on_hand == 10
+    await engine.redis.delete(placement(name))
     assert not await other.configure_sku(name, sku(12))
     assert await engine.redis.get(placement(name)) == b""
     assert (await engine.inventory(name)).total.on_hand == 12
