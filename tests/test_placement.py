@@ -159,6 +159,8 @@ async def test_a_sku_made_before_placement_groups_keeps_having_none(
     assert refused.value.details == {"sku": name, "requested": GROUP}
     assert (await engine.inventory(name)).total.on_hand == 10
     await engine.redis.delete(placement(name))
+    await other.aclose()
+    other = await engine_on(redis_target)  # nothing cached
     assert not await other.configure_sku(name, sku(12))
     assert await engine.redis.get(placement(name)) == b""
     assert (await engine.inventory(name)).total.on_hand == 12
