@@ -27,6 +27,7 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.InvalidQuantity: 422,
     errors.TtlOutOfRange: 422,
     errors.QuantityTooLarge: 422,
+    errors.PlacementGroupFixed: 422,
     errors.UnknownSku: 404,
     errors.UnknownLocation: 404,
     errors.ReservationNotFound: 404,
@@ -73,6 +74,7 @@ TITLES: dict[str, str] = {
     "invariant_violation": "Stock invariant violated",
     "quantity_too_large": "Quantity too large",
     "backorder_not_in_stock": "Backorder not in stock",
+    "placement_group_fixed": "Placement group fixed",
     # the API's own
     "unauthenticated": "Unauthenticated",
     "forbidden": "Forbidden",

@@ -73,8 +73,7 @@ async def snapshots(engine: ReservationEngine, skus: list[str]) -> list[SkuSnaps
     if not skus:
         return []
     async with engine.redis.pipeline(transaction=False) as pipe:
-        for sku in skus:
-            part = engine.keys.for_sku(sku)
+        for sku, part in zip(skus, await engine.placements.partitions(skus), strict=True):
             await engine.scripts["snapshot"](
                 keys=[part.events, *part.sku_keys(sku)],
                 args=[engine.clock_offset_ms, sku, engine.settings.reclaim_batch],

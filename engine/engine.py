@@ -39,6 +39,7 @@ from engine.errors import (
     UnknownSku,
 )
 from engine.keys import KeySchema, Partition
+from engine.placement import Placements
 from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
 from engine.scripts import Scripts
 from engine.sold_out import SoldOutMarks
@@ -69,6 +70,7 @@ class ReservationEngine:
         # Defaults, not the environment: a library reads no variables behind its caller's back.
         self.settings = settings or EngineSettings()
         self.keys = KeySchema(self.settings.partitions)
+        self.placements = Placements(redis, self.keys)
         self.scripts = Scripts(redis, self.settings.lua_dir)
         self._clock_offset_ms = 0
         # reservation id -> its parts, by partition number; a reservation's SKUs never change,
@@ -128,7 +130,10 @@ class ReservationEngine:
             check.check_id("location", loc.location)
         check.check_time("sale_starts_at", config.sale_starts_at)
         check.check_time("sale_ends_at", config.sale_ends_at)
-        part = self.keys.for_sku(sku)
+        if config.placement_group is not None:
+            check.check_id("placement_group", config.placement_group)
+        reference = check.check_reference(reference)
+        part = await self.placements.claim(sku, config.placement_group)
         payload = {
             "locations": [
                 {
@@ -148,8 +153,8 @@ class ReservationEngine:
             "backorder_lead_days": config.backorder_lead_days,
             "sale_starts_at": _ms_or_none(config.sale_starts_at),
             "sale_ends_at": _ms_or_none(config.sale_ends_at),
+            "placement_group": config.placement_group or None,
         }
-        reference = check.check_reference(reference)
         call = calls.configure_sku_call(
             part, sku, payload, reason, reference, self.settings, self.clock_offset_ms
         )
@@ -159,7 +164,9 @@ class ReservationEngine:
 
     async def inventory(self, sku: str) -> SkuSnapshot:
         check.check_id("sku", sku)
-        call = calls.snapshot_call(self.keys.for_sku(sku), sku, self.settings, self.clock_offset_ms)
+        call = calls.snapshot_call(
+            await self._partition_of(sku), sku, self.settings, self.clock_offset_ms
+        )
         return snapshot_of(sku, await self._run("snapshot", call))
 
     async def sku_config(self, sku: str) -> SkuConfig | None:
@@ -261,7 +268,7 @@ class ReservationEngine:
                     change.reference,
                 ]
             )
-        part = self.keys.for_sku(change.sku)
+        part = await self._partition_of(change.sku)
         call = calls.change_on_hand_call(
             part, change, fingerprint, self.settings, self.clock_offset_ms
         )
@@ -291,7 +298,7 @@ class ReservationEngine:
         )
         groups: dict[int, list[CartLine]] = {}
         for line in lines:
-            groups.setdefault(self.keys.for_sku(line.sku).number, []).append(line)
+            groups.setdefault((await self._partition_of(line.sku)).number, []).append(line)
         parts = tuple(ReservationPart(n, _skus_of(groups[n])) for n in sorted(groups))
         # A fresh incarnation, kept only if this call creates the reservation (a replay answers
         # the stored one); a spanning cart's record keeps it for every part.
@@ -361,7 +368,7 @@ class ReservationEngine:
         return refusal
 
     async def _reservation_exists(self, reservation_id: str, sku: str) -> bool:
-        part = self.keys.for_sku(sku)
+        part = await self._partition_of(sku)
         lane = self._existence_checks.get(part.number)
         if lane is None:
             # Under load every refusal arriving while a check is out waits for the next one, so
@@ -601,6 +608,9 @@ class ReservationEngine:
                 pass
 
     # ---- Plumbing ------------------------------------------------------------------------
+
+    async def _partition_of(self, sku: str) -> Partition:
+        return await self.placements.partition(sku)
 
     async def _run(self, name: str, call: Call) -> dict[str, Any]:
         keys, args = call

@@ -22,8 +22,9 @@
         ├── QuantityStale             quantity_stale (sku, location, expected, current)
         ├── InvariantViolation        invariant_violation (sku, location, detail, on_hand?)
         ├── QuantityTooLarge          quantity_too_large (sku, location, total, value, limit)
-        └── BackorderNotInStock       backorder_not_in_stock (reservation_id, sku, location,
-                                      requested, in_stock)
+        ├── BackorderNotInStock       backorder_not_in_stock (reservation_id, sku, location,
+        │                             requested, in_stock)
+        └── PlacementGroupFixed       placement_group_fixed (sku, placement_group?, requested?)
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
 Each refusal is a dataclass: its fields are the details the API lists as problem members (a
@@ -340,6 +341,23 @@ class BackorderNotInStock(EngineError):
         )
 
 
+@dataclass(eq=False)
+class PlacementGroupFixed(EngineError):
+    """A SKU's placement group decides where its keys live, so it is fixed when the SKU is
+    created: configuring it again with another group (or none) is refused and changes nothing."""
+
+    code = "placement_group_fixed"
+    sku: str
+    placement_group: str | None = None  # the SKU's group; None: it has none
+    requested: str | None = None  # the refused one; None: no group
+
+    def sentence(self) -> str:
+        return (
+            f"SKU {self.sku} is in {_group(self.placement_group)}, not "
+            f"{_group(self.requested)}: a placement group is fixed when the SKU is created"
+        )
+
+
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
     cls.code: cls
     for cls in (
@@ -363,6 +381,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         InvariantViolation,
         QuantityTooLarge,
         BackorderNotInStock,
+        PlacementGroupFixed,
     )
 }
 
@@ -380,6 +399,10 @@ def error_from_reply(code: str, details: dict[str, Any]) -> EngineError:
 
 def _at(location: str | None) -> str:
     return f" at {location}" if location else ""
+
+
+def _group(name: str | None) -> str:
+    return f"placement group {name}" if name else "no placement group"
 
 
 def _when(ms: Any) -> str:

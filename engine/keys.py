@@ -1,9 +1,10 @@
 """The one module that builds Redis key names.
 
-Every key of one SKU carries its partition's hash tag `{p<N>}` (N = crc32(sku) % partitions), so a
-script can declare them all in KEYS and they share one Redis Cluster slot. Reservation keys carry
-the tag of the partition whose SKUs they hold: a cart spanning partitions has one reservation key
-per partition, all with the same reservation id.
+Every key of one SKU carries its partition's hash tag `{p<N>}`, so a script can declare them all
+in KEYS and they share one Redis Cluster slot. N = crc32(sku) % partitions, or crc32(group) %
+partitions for a SKU in a placement group (every SKU of one sale in one partition). Reservation
+keys carry the tag of the partition whose SKUs they hold: a cart spanning partitions has one
+reservation key per partition, all with the same reservation id.
 
     {p<N>}:events            stream: every state change of the partition (the sync worker reads it)
     {p<N>}:skus              set: the SKUs living in the partition (sweeper, reconcile)
@@ -19,6 +20,9 @@ per partition, all with the same reservation id.
                              partition (the lowest-numbered partition it spans)
     {p<N>}:carts             sorted set: carts of this home partition in a transient state,
                              score = when the sweeper may finish them (ms)
+    placement:<sku>          string: the SKU's placement group ("" for none), written once when
+                             the SKU is created; no hash tag, it is read before the partition
+                             is known (engine.placement)
 """
 
 from __future__ import annotations
@@ -89,10 +93,20 @@ class KeySchema:
         return self._parts[number]
 
     def for_sku(self, sku: str) -> Partition:
+        """The partition of a SKU without a placement group."""
         return self._parts[partition_of(sku, self.partitions)]
+
+    def placed(self, sku: str, group: str | None) -> Partition:
+        """The partition of a SKU in `group` (None or "": no group, the SKU's own)."""
+        return self._parts[partition_of(group or sku, self.partitions)]
 
     def all(self) -> tuple[Partition, ...]:
         return self._parts
+
+
+def placement(sku: str) -> str:
+    """`placement:<sku>`: the SKU's placement group, "" for none (engine.placement)."""
+    return f"placement:{sku}"
 
 
 def rate_limit(scope: str, subject: str, window: int) -> str:

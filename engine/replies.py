@@ -121,6 +121,7 @@ def snapshot_of(sku: str, reply: dict[str, Any]) -> SkuSnapshot:
         backorder_lead_days=int(cfg["backorder_lead_days"]),
         sale_starts_at=_maybe_time(cfg.get("sale_starts_at")),
         sale_ends_at=_maybe_time(cfg.get("sale_ends_at")),
+        placement_group=cfg.get("placement_group") or None,
     )
     return SkuSnapshot(sku=sku, config=config, locations=levels)
 

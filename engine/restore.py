@@ -10,7 +10,9 @@ invariant "reserved = sum of active holds" holds after a restore even if the ima
 caller gets each disagreement back as a warning. Holds past their deadline are restored too: the
 next script touching the SKU (or the sweeper) reclaims them and emits their `expired` events, so
 Postgres learns about them as it would have. Each stream gets its consumer group and a last id no
-lower than the newest event already in Postgres, so new events sort after every old one.
+lower than the newest event already in Postgres, so new events sort after every old one. Each SKU
+goes back to the partition its placement group names (its config carries the group), and the
+placement directory (engine.placement) is written again, so the engines find it there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from engine.config import EngineSettings
 from engine.connection import RedisClient
 from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
-from engine.keys import KeySchema
+from engine.keys import KeySchema, Partition, placement
 from engine.replies import decode
 from engine.scripts import Scripts
 from engine.streams import CONSUMER_GROUP, parse_stream_id
@@ -151,9 +153,10 @@ async def restore(
     report = RestoreReport()
     reservations = list(reservations)
     plans = _plan(schema, skus, reservations, now_ms, settings.retention_seconds * 1000, report)
+    await _restore_placements(redis, plans)
     script = Scripts(redis)["restore_sku"]
     for p in plans:
-        part = schema.for_sku(p.sku)
+        part = _partition(schema, p.sku, p.config)
         customers = [[customer, *counts] for customer, counts in p.customers.items()]
         calls = max(1, -(-max(len(p.holds), len(customers), len(p.hashes)) // CHUNK))
         for n in range(calls):
@@ -172,8 +175,13 @@ async def restore(
             )
             decode(await script(keys=keys, args=args))
         report.skus += 1
-    await _restore_operations(redis, schema, operations, now_ms, settings.retention_seconds * 1000)
-    await _restore_carts(redis, schema, reservations, now_ms, settings.retention_seconds * 1000)
+    homes = {p.sku: _partition(schema, p.sku, p.config) for p in plans}
+    await _restore_operations(
+        redis, homes, schema, operations, now_ms, settings.retention_seconds * 1000
+    )
+    await _restore_carts(
+        redis, schema, homes, reservations, now_ms, settings.retention_seconds * 1000
+    )
     for part in schema.all():
         await _prepare_stream(redis, part.events, stream_tops.get(part.number))
     return report
@@ -222,7 +230,8 @@ def _plan(
 ) -> list[_SkuPlan]:
     plans = {img.sku: _SkuPlan(img.sku, img.config, img) for img in skus}
     for r in reservations:
-        if len({schema.for_sku(sku).number for sku in r.skus}) != 1:
+        configs = {sku: plans[sku].config if sku in plans else {} for sku in r.skus}
+        if len({_partition(schema, sku, cfg).number for sku, cfg in configs.items()}) != 1:
             raise RestoreError(f"reservation {r.id}: one part must stay in one partition")
         fields = _hash_fields(r, now_ms, retention_ms)
         if fields is None:
@@ -310,6 +319,7 @@ def _hash_fields(r: ReservationImage, now_ms: int, retention_ms: int) -> list[An
 async def _restore_carts(
     redis: RedisClient,
     schema: KeySchema,
+    homes: Mapping[str, Partition],
     reservations: Sequence[ReservationImage],
     now_ms: int,
     retention_ms: int,
@@ -323,7 +333,7 @@ async def _restore_carts(
     by_id: dict[str, list[tuple[int, ReservationImage]]] = {}
     for r in reservations:
         if _hash_fields(r, now_ms, retention_ms) is not None:
-            by_id.setdefault(r.id, []).append((schema.for_sku(r.skus[0]).number, r))
+            by_id.setdefault(r.id, []).append((homes[r.skus[0]].number, r))
     for rid, parts in by_id.items():
         if len(parts) < 2:
             continue
@@ -365,8 +375,21 @@ def _cart_state(statuses: set[str]) -> tuple[str, str]:
     return "releasing", "released"
 
 
+def _partition(schema: KeySchema, sku: str, config: Mapping[str, Any]) -> Partition:
+    return schema.placed(sku, config.get("placement_group"))
+
+
+async def _restore_placements(redis: RedisClient, plans: Sequence[_SkuPlan]) -> None:
+    """The directory entry of every SKU, as configure_sku wrote it ("" for no group)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in plans:
+            pipe.set(placement(p.sku), p.config.get("placement_group") or "")
+        await pipe.execute()
+
+
 async def _restore_operations(
     redis: RedisClient,
+    homes: Mapping[str, Partition],
     schema: KeySchema,
     operations: Iterable[OperationImage],
     now_ms: int,
@@ -379,7 +402,8 @@ async def _restore_operations(
             if until <= now_ms:
                 continue
             record = _json({"fp": op.fingerprint, "answer": op.answer})
-            pipe.set(schema.for_sku(op.sku).operation(op.key), record, pxat=until)
+            part = homes.get(op.sku) or schema.for_sku(op.sku)
+            pipe.set(part.operation(op.key), record, pxat=until)
         await pipe.execute()
 
 

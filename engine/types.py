@@ -66,6 +66,8 @@ class SkuConfig:
     backorder_lead_days: int = 0
     sale_starts_at: datetime | None = None
     sale_ends_at: datetime | None = None
+    # Decides the SKU's partition (every SKU of one group shares one); fixed at creation.
+    placement_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

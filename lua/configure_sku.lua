@@ -11,12 +11,14 @@
 -- ARGV[3]  config JSON {locations=[{location, on_hand|null, safety_stock, backorder_limit,
 --          incoming}], purchase_limit, max_active_holds_per_customer, max_extensions,
 --          allocation_strategy, low_stock_threshold, backorder_lead_days,
---          sale_starts_at (ms|null), sale_ends_at (ms|null)}
+--          sale_starts_at (ms|null), sale_ends_at (ms|null), placement_group (string|null)}
+--          placement_group must be the one the SKU has (the engine's directory fixed it before)
 -- ARGV[4]  reclaim limit
 -- ARGV[5]  reason for on_hand changes;  ARGV[6] reference
 --
 -- Returns JSON {ok=1, created=0|1}
 -- Errors: invalid_request{detail}, invariant_violation{sku,location,detail},
+-- placement_group_fixed{sku,placement_group?,requested?} (another group than the SKU's),
 -- quantity_too_large{sku,location,total,value,limit,detail} (a quantity past QUANTITY_LIMIT)
 -- Events: sku_configured (data = the config), on_hand_set (per location whose on_hand changed),
 -- expired, low_stock / out_of_stock / back_in_stock
@@ -53,6 +55,11 @@ local starts, ends = cfg.sale_starts_at, cfg.sale_ends_at
 if starts ~= cjson.null and starts ~= nil and ends ~= cjson.null and ends ~= nil and starts >= ends then
   return fail('invalid_request', { detail = 'sale_starts_at must be before sale_ends_at' })
 end
+local group = cfg.placement_group
+if group == nil then group = cjson.null end
+if group ~= cjson.null and (type(group) ~= 'string' or group == '') then
+  return fail('invalid_request', { detail = 'placement_group must be a plain id or null' })
+end
 local names, seen = {}, {}
 for n, loc in ipairs(cfg.locations) do
   local name = loc.location
@@ -83,6 +90,14 @@ if s == nil then
   created = 1
   s = { sku = sku, key = sku_key, holds = holds_key, cust = cust_key, q = {}, lvl = 0 }
 else
+  -- The SKU's keys are in its group's partition: another group would be another partition.
+  local had = s.cfg.placement_group
+  if had == nil then had = cjson.null end
+  if had ~= group then
+    return fail('placement_group_fixed', { sku = sku,
+      placement_group = had ~= cjson.null and had or nil,
+      requested = group ~= cjson.null and group or nil })
+  end
   reclaim(s, stream, now, now, reclaim_limit)
   for loc, q in pairs(s.q) do
     if not seen[loc] and (q.oh ~= 0 or q.rs ~= 0 or q.cm ~= 0) then
@@ -105,6 +120,7 @@ local stored = {
   max_extensions = cfg.max_extensions, allocation_strategy = cfg.allocation_strategy,
   low_stock_threshold = cfg.low_stock_threshold, backorder_lead_days = cfg.backorder_lead_days,
   sale_starts_at = starts or cjson.null, sale_ends_at = ends or cjson.null,
+  placement_group = group,
 }
 s.cfg = stored
 redis.call('HSET', sku_key, 'cfg', cjson.encode(stored))

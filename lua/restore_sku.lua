@@ -114,6 +114,7 @@ if mode == 'replace' then
     max_extensions = cfg.max_extensions, allocation_strategy = cfg.allocation_strategy,
     low_stock_threshold = cfg.low_stock_threshold, backorder_lead_days = cfg.backorder_lead_days,
     sale_starts_at = cfg.sale_starts_at or cjson.null, sale_ends_at = cfg.sale_ends_at or cjson.null,
+    placement_group = cfg.placement_group or cjson.null,
   } }
 elseif redis.call('EXISTS', sku_key) == 0 then
   return fail('invalid_request', { detail = 'append before replace' })

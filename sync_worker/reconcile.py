@@ -36,6 +36,7 @@ from sync_worker.entries import LINE_TYPES
 QUANTITIES = ("on_hand", "reserved", "committed", "safety_stock", "backorder_limit", "incoming")
 _REDIS_FIELD = dict(zip(QUANTITIES, ("oh", "rs", "cm", "ss", "bl", "in"), strict=True))
 CONFIG_FIELDS = (
+    "placement_group",
     "purchase_limit",
     "max_active_holds_per_customer",
     "max_extensions",

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from engine.config import EngineSettings
 from engine.connection import RedisClient, connect_url
-from engine.keys import partition_of
+from engine.keys import KeySchema
 from engine.restore import (
     OperationImage,
     ReservationImage,
@@ -91,11 +91,14 @@ async def load_image(conn: AsyncConnection, settings: EngineSettings) -> Image:
             levels.setdefault(sku, {})[loc] = (oh, rs, cm)
         await cur.execute(_SKUS)
         skus = []
+        schema = KeySchema(settings.partitions)
         for sku, partition, config in await cur.fetchall():
-            if partition_of(sku, settings.partitions) != partition:
+            # A SKU in a placement group lives in its group's partition.
+            home = schema.placed(sku, config.get("placement_group")).number
+            if home != partition:
                 raise RestoreError(
                     f"SKU {sku} lives in partition {partition} in Postgres but would be in "
-                    f"{partition_of(sku, settings.partitions)} with FLASHSALE_PARTITIONS="
+                    f"{home} with FLASHSALE_PARTITIONS="
                     f"{settings.partitions}: restore with the partition count it was sold with"
                 )
             mine = levels.get(sku, {})

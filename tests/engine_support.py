@@ -7,7 +7,6 @@ from typing import Any
 
 from engine import LocationConfig, ReservationEngine, SkuConfig
 from engine.connection import connect_url
-from engine.keys import KeySchema
 from flashsale.settings import Settings
 
 
@@ -49,10 +48,9 @@ async def stream_sums(engine: ReservationEngine) -> dict[tuple[str, str], list[i
 async def check_invariants(engine: ReservationEngine, skus: list[str]) -> None:
     """The stock invariants for each SKU, from Redis itself (holds zset and customer hash)."""
     sums = await stream_sums(engine)
-    schema: KeySchema = engine.keys
     for name in skus:
         snap = await engine.inventory(name)
-        part = schema.for_sku(name)
+        part = await engine.placements.partition(name)  # its placement group's, if it has one
         members = await engine.redis.zrange(part.holds(name), 0, -1)
         held: dict[str, int] = defaultdict(int)
         held_by_customer: dict[str, int] = defaultdict(int)

@@ -90,6 +90,8 @@ def _breaks_a_cross_field_rule(case: Any) -> bool:
     locations = body.get("locations")
     if case.path == "/v1/skus/{sku}" and not locations:
         return True  # a new SKU needs locations; an existing one keeps its own
+    if case.path == "/v1/skus/{sku}" and "placement_group" in body:
+        return True  # an existing SKU (an earlier example's) keeps the group it was created with
     listed = locations if isinstance(locations, list) else []
     names = [
         loc["location"]

@@ -87,3 +87,15 @@ def test_help(command: str) -> None:
     result = CliRunner().invoke(app, ["sku", command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+def test_create_with_a_placement_group(env: dict[str, str]) -> None:
+    env = {**env, "FLASHSALE_PARTITIONS": "16"}
+    made = sku(env, "create", "shoe", "--location", "wh-1=5", "--placement-group", "spring-drop")
+    assert made.exit_code == 0, made.output
+    assert "placement group spring-drop" in made.output
+    detail = json.loads(sku(env, "show", "shoe", "--json").output)
+    assert detail["config"]["placement_group"] == "spring-drop"
+    assert "spring-drop" in sku(env, "show", "shoe").output
+    bad = sku(env, "create", "hat", "--location", "wh-1=5", "--placement-group", "a b")
+    assert bad.exit_code == 1 and "placement_group" in bad.output

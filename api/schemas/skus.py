@@ -57,6 +57,7 @@ class SkuIn(Body):
                     "sale_ends_at": None,
                     "max_active_holds_per_customer": 0,
                     "max_extensions": 0,
+                    "placement_group": None,
                 }
             ]
         }
@@ -76,6 +77,12 @@ class SkuIn(Body):
     sale_ends_at: Timestamp | None = kept(None, "Reserve is refused from it on; null = open.")
     max_active_holds_per_customer: Units = kept(0, "Active holds per customer; 0 = no cap.")
     max_extensions: Units = kept(0, "Times one hold may be extended; 0 = never.")
+    placement_group: Id | None = kept(
+        None,
+        "The sale or drop the SKU belongs to: every SKU of one group lives in one partition, so "
+        "a cart within one group is atomic on a Redis Cluster; null = none. Fixed when the SKU "
+        "is created: another value for an existing SKU is refused (422 placement_group_fixed).",
+    )
 
 
 class LocationOut(BaseModel):
@@ -109,6 +116,7 @@ class SkuOut(BaseModel):
                     "sale_ends_at": None,
                     "max_active_holds_per_customer": 1,
                     "max_extensions": 2,
+                    "placement_group": "spring-drop",
                 }
             ]
         }
@@ -124,6 +132,9 @@ class SkuOut(BaseModel):
     sale_ends_at: datetime | None
     max_active_holds_per_customer: int
     max_extensions: int
+    placement_group: str | None = Field(
+        description="The sale or drop deciding the SKU's partition; null = none (its own)."
+    )
 
 
 class SkuDetailOut(BaseModel):

@@ -1,6 +1,7 @@
 """`flashsale sku`: create a SKU, show one, list them all (straight on Redis, like `stock`).
 
     flashsale sku create SKU --location wh-1=100 [--location wh-2=40 --backorder-limit wh-2=10]
+                         [--placement-group SALE]
     flashsale sku show SKU [--json]
     flashsale sku list [--sold-out | --in-stock] [--low-stock] [--limit N] [--json]
 
@@ -53,6 +54,13 @@ def create(
     backorder_lead_days: Annotated[int, typer.Option(min=0)] = 0,
     max_holds_per_customer: Annotated[int, typer.Option(min=0, help="0 = no cap.")] = 0,
     max_extensions: Annotated[int, typer.Option(min=0)] = 0,
+    placement_group: Annotated[
+        str | None,
+        typer.Option(
+            help="The sale or drop SKU belongs to: every SKU of one group lives in one "
+            "partition, so a cart within it is atomic on a Redis Cluster. Fixed once created."
+        ),
+    ] = None,
 ) -> None:
     """Create SKU with its locations; refused if it exists (change stock with `stock`)."""
     from engine.types import LocationConfig, SkuConfig
@@ -72,6 +80,7 @@ def create(
         backorder_lead_days=backorder_lead_days,
         max_active_holds_per_customer=max_holds_per_customer,
         max_extensions=max_extensions,
+        placement_group=placement_group,
     )
 
     async def work(engine: ReservationEngine) -> bool:
@@ -81,7 +90,8 @@ def create(
 
     if not with_engine(work):
         fail(f"SKU {sku} exists already (see `flashsale sku show {sku}`)")
-    console.print(f"created {sku}: " + ", ".join(f"{k}={v}" for k, v in on_hand.items()))
+    group = f" (placement group {placement_group})" if placement_group else ""
+    console.print(f"created {sku}{group}: " + ", ".join(f"{k}={v}" for k, v in on_hand.items()))
 
 
 @app.command("show")
