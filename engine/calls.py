@@ -121,8 +121,10 @@ def _reservation_call(
     settings: EngineSettings,
     clock_offset_ms: int,
     extra: Sequence[Any],
+    incarnation: str | None = None,
 ) -> Call:
-    """The layout commit, extend, fulfil and release share; `extra` is ARGV[6] onwards."""
+    """The layout commit, extend, fulfil and release share; `extra` is ARGV[7] onwards.
+    `incarnation`: the one the caller's token names (None: any)."""
     partition = Partition(part.number)
     keys = [partition.events, partition.reservation(reservation_id)]
     for sku in part.skus:
@@ -133,6 +135,7 @@ def _reservation_call(
         "\n".join(part.skus),
         settings.retention_seconds * 1000,
         settings.reclaim_batch,
+        incarnation or "",
         *extra,
     ]
     return keys, args
@@ -144,10 +147,11 @@ def extend_call(
     ttl_seconds: int,
     settings: EngineSettings,
     clock_offset_ms: int,
+    incarnation: str | None = None,
 ) -> Call:
     bounds = [settings.hold_ttl_min_seconds * 1000, settings.hold_ttl_max_seconds * 1000]
     extra = [ttl_seconds * 1000, *bounds]
-    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra, incarnation)
 
 
 def commit_call(
@@ -156,8 +160,10 @@ def commit_call(
     order_id: str,
     settings: EngineSettings,
     clock_offset_ms: int,
+    incarnation: str | None = None,
 ) -> Call:
-    return _reservation_call(part, reservation_id, settings, clock_offset_ms, [order_id])
+    extra = [order_id]
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra, incarnation)
 
 
 def fulfil_call(
@@ -168,12 +174,13 @@ def fulfil_call(
     settings: EngineSettings,
     clock_offset_ms: int,
     check_only: bool = False,
+    incarnation: str | None = None,
 ) -> Call:
     """`lines` None ships all that is open; otherwise only the lines of this part's SKUs."""
     wanted = [[ln.sku, ln.quantity, ln.location or ""] for ln in lines or ()]
     extra = ["" if lines is None else orjson.dumps(wanted), fulfilment_id or ""]
     extra.append("1" if check_only else "")
-    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra, incarnation)
 
 
 def release_call(
@@ -182,9 +189,10 @@ def release_call(
     settings: EngineSettings,
     clock_offset_ms: int,
     forget: bool = False,
+    incarnation: str | None = None,
 ) -> Call:
     extra = ["1" if forget else ""]
-    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra)
+    return _reservation_call(part, reservation_id, settings, clock_offset_ms, extra, incarnation)
 
 
 def expire_call(part: Partition, sku: str, settings: EngineSettings, clock_offset_ms: int) -> Call:
@@ -277,11 +285,13 @@ def cart_decide_call(
     fields: dict[str, str],
     settings: EngineSettings,
     clock_offset_ms: int,
+    incarnation: str | None = None,
 ) -> Call:
-    """`expiry_ms`: the record's new life from now, -1 to persist it, 0 to leave it."""
+    """`expiry_ms`: the record's new life from now, -1 to persist it, 0 to leave it;
+    `incarnation`: the one the caller's token names (None: any)."""
     recovery = _recovery_ms(settings) if transient else 0
     args: list[Any] = ["decide", clock_offset_ms, reservation_id, ",".join(leaving), state]
-    args += [recovery, expiry_ms]
+    args += [recovery, expiry_ms, incarnation or ""]
     for name, value in fields.items():
         args += [name, value]
     return [home.cart(reservation_id), home.carts], args

@@ -37,6 +37,7 @@ from engine.calls import CartStart, ReservationPart, ReserveRequest
 from engine.errors import (
     EngineError,
     IdempotencyConflict,
+    IncarnationMismatch,
     InvalidState,
     ReservationExpired,
     ReservationNotFound,
@@ -159,10 +160,21 @@ class CartDriver:
         raise ReservationNotFound(reservation_id=start.reservation_id)
 
     async def commit(
-        self, parts: tuple[ReservationPart, ...], rid: str, order_id: str
+        self,
+        parts: tuple[ReservationPart, ...],
+        rid: str,
+        order_id: str,
+        incarnation: str | None = None,
     ) -> Reservation:
         record = await self._decide(
-            parts, rid, (HELD,), COMMITTING, transient=True, expiry_ms=-1, fields={"ord": order_id}
+            parts,
+            rid,
+            (HELD,),
+            COMMITTING,
+            transient=True,
+            expiry_ms=-1,
+            fields={"ord": order_id},
+            incarnation=incarnation,
         )
         if record.changed:
             self._fault("commit:committing")
@@ -178,10 +190,18 @@ class CartDriver:
             return await self.answer(record)
         raise self._state_error(record, expected=HELD)
 
-    async def release(self, parts: tuple[ReservationPart, ...], rid: str) -> Reservation:
+    async def release(
+        self, parts: tuple[ReservationPart, ...], rid: str, incarnation: str | None = None
+    ) -> Reservation:
         leaving = (RESERVING, HELD, COMMITTING, COMMITTED)
         record = await self._decide(
-            parts, rid, leaving, RELEASING, transient=True, fields={"to": RELEASED}
+            parts,
+            rid,
+            leaving,
+            RELEASING,
+            transient=True,
+            fields={"to": RELEASED},
+            incarnation=incarnation,
         )
         if record.changed:
             self._fault("release:releasing")
@@ -190,10 +210,16 @@ class CartDriver:
         return await self.answer(record)
 
     async def extend(
-        self, parts: tuple[ReservationPart, ...], rid: str, ttl_seconds: int
+        self,
+        parts: tuple[ReservationPart, ...],
+        rid: str,
+        ttl_seconds: int,
+        incarnation: str | None = None,
     ) -> Reservation:
         engine = self._engine
         record = await self._get(parts, rid)
+        if incarnation is not None and incarnation != record.incarnation:
+            raise IncarnationMismatch(reservation_id=rid)  # each part's script checks it too
         if record.state != HELD:
             raise self._state_error(record, expected=HELD)
         replies = []
@@ -205,7 +231,12 @@ class CartDriver:
                         rid,
                         part,
                         lambda p: calls.extend_call(
-                            p, rid, ttl_seconds, engine.settings, engine.clock_offset_ms
+                            p,
+                            rid,
+                            ttl_seconds,
+                            engine.settings,
+                            engine.clock_offset_ms,
+                            incarnation,
                         ),
                     )
                 )
@@ -410,6 +441,7 @@ class CartDriver:
         transient: bool = False,
         expiry_ms: int = 0,
         fields: dict[str, str] | None = None,
+        incarnation: str | None = None,
     ) -> CartRecord:
         engine = self._engine
         call = calls.cart_decide_call(
@@ -420,6 +452,7 @@ class CartDriver:
             transient=transient,
             expiry_ms=expiry_ms,
             fields=fields or {},
+            incarnation=incarnation,
             settings=engine.settings,
             clock_offset_ms=engine.clock_offset_ms,
         )

@@ -426,39 +426,51 @@ class ReservationEngine:
         self._remember(reservation_id, _parts_of(replies))
         return reservation
 
-    async def extend(self, reservation_id: str, ttl_seconds: int | None = None) -> Reservation:
+    async def extend(
+        self,
+        reservation_id: str,
+        ttl_seconds: int | None = None,
+        *,
+        incarnation: str | None = None,
+    ) -> Reservation:
+        """A new deadline for a held reservation. `incarnation` (None: any) is the one a
+        caller's token names: a reservation whose id was reused since is refused
+        (IncarnationMismatch), checked by the script that acts."""
         check.check_id("reservation_id", reservation_id)
         ttl = check.check_ttl(
             self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds, self.settings
         )
         parts = await self._locate(reservation_id)
         if len(parts) > 1:
-            return await self._carts.extend(parts, reservation_id, ttl)
+            return await self._carts.extend(parts, reservation_id, ttl, incarnation)
         replies = [
             await self._on_part(
                 "extend",
                 reservation_id,
                 part,
                 lambda p: calls.extend_call(
-                    p, reservation_id, ttl, self.settings, self.clock_offset_ms
+                    p, reservation_id, ttl, self.settings, self.clock_offset_ms, incarnation
                 ),
             )
             for part in parts
         ]
         return reservation_of(reservation_id, replies)
 
-    async def commit(self, reservation_id: str, order_id: str) -> Reservation:
+    async def commit(
+        self, reservation_id: str, order_id: str, *, incarnation: str | None = None
+    ) -> Reservation:
+        """Held -> committed, every part or none. `incarnation` as for `extend`."""
         check.check_id("reservation_id", reservation_id)
         check.check_id("order_id", order_id)
         parts = await self._locate(reservation_id)
         if len(parts) > 1:
-            return await self._carts.commit(parts, reservation_id, order_id)
+            return await self._carts.commit(parts, reservation_id, order_id, incarnation)
         reply = await self._on_part(
             "commit",
             reservation_id,
             parts[0],
             lambda p: calls.commit_call(
-                p, reservation_id, order_id, self.settings, self.clock_offset_ms
+                p, reservation_id, order_id, self.settings, self.clock_offset_ms, incarnation
             ),
         )
         return reservation_of(reservation_id, [reply])
@@ -469,6 +481,7 @@ class ReservationEngine:
         lines: Sequence[FulfilLine] | None = None,
         *,
         fulfilment_id: str | None = None,
+        incarnation: str | None = None,
     ) -> Reservation:
         check.check_id("reservation_id", reservation_id)
         if lines is not None:
@@ -495,9 +508,11 @@ class ReservationEngine:
             # Every partition checks its share before any ships: a refusal in a later one must
             # not come after an earlier one shipped (a corrected retry would ship it twice).
             for part, mine in plan:
-                await self._fulfil_part(reservation_id, part, mine, fulfilment_id, check_only=True)
+                await self._fulfil_part(
+                    reservation_id, part, mine, fulfilment_id, incarnation, check_only=True
+                )
         replies = [
-            await self._fulfil_part(reservation_id, part, mine, fulfilment_id)
+            await self._fulfil_part(reservation_id, part, mine, fulfilment_id, incarnation)
             for part, mine in plan
         ]
         if len(replies) == len(parts):
@@ -512,6 +527,7 @@ class ReservationEngine:
         part: ReservationPart,
         lines: list[FulfilLine] | None,
         fulfilment_id: str | None,
+        incarnation: str | None,
         *,
         check_only: bool = False,
     ) -> dict[str, Any]:
@@ -527,31 +543,39 @@ class ReservationEngine:
                 settings=self.settings,
                 clock_offset_ms=self.clock_offset_ms,
                 check_only=check_only,
+                incarnation=incarnation,
             ),
         )
 
-    async def release(self, reservation_id: str) -> Reservation | None:
-        """Gives the units back. Idempotent: an unknown or finished reservation is left as it is."""
+    async def release(
+        self, reservation_id: str, *, incarnation: str | None = None
+    ) -> Reservation | None:
+        """Gives the units back. Idempotent: an unknown or finished reservation is left as it is.
+        `incarnation` as for `extend`."""
         check.check_id("reservation_id", reservation_id)
         try:
             parts = await self._locate(reservation_id)
             if len(parts) > 1:
-                return await self._carts.release(parts, reservation_id)
-            return reservation_of(
-                reservation_id, [await self._release_part(reservation_id, parts[0])]
-            )
+                return await self._carts.release(parts, reservation_id, incarnation)
+            reply = await self._release_part(reservation_id, parts[0], incarnation=incarnation)
+            return reservation_of(reservation_id, [reply])
         except ReservationNotFound:
             return None
 
     async def _release_part(
-        self, reservation_id: str, part: ReservationPart, *, forget: bool = False
+        self,
+        reservation_id: str,
+        part: ReservationPart,
+        *,
+        forget: bool = False,
+        incarnation: str | None = None,
     ) -> dict[str, Any]:
         return await self._on_part(
             "release",
             reservation_id,
             part,
             lambda p: calls.release_call(
-                p, reservation_id, self.settings, self.clock_offset_ms, forget
+                p, reservation_id, self.settings, self.clock_offset_ms, forget, incarnation
             ),
         )
 

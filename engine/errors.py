@@ -235,6 +235,18 @@ class InvalidState(EngineError):
 
 
 @dataclass(eq=False)
+class IncarnationMismatch(EngineError):
+    """The caller's token was issued for an earlier use of this reservation id (an id may be
+    used again once a finished reservation has left Redis): it opens nothing now."""
+
+    code = "incarnation_mismatch"
+    reservation_id: str
+
+    def sentence(self) -> str:
+        return f"the token was issued for an earlier reservation {self.reservation_id}"
+
+
+@dataclass(eq=False)
 class ExtensionLimit(EngineError):
     code = "extension_limit"
     reservation_id: str
@@ -374,6 +386,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         ReservationNotFound,
         ReservationExpired,
         InvalidState,
+        IncarnationMismatch,
         ExtensionLimit,
         IdempotencyConflict,
         OverFulfil,

@@ -15,7 +15,8 @@
 -- decide:  ARGV[3] reservation id, ARGV[4] states it may leave, ","-joined, ARGV[5] new state,
 --          ARGV[6] recovery bound ms (0: a final or resting state, leaves the index),
 --          ARGV[7] record expiry: ms from now, -1 to persist, 0 to leave as is,
---          ARGV[8 ..] field, value pairs to set with the change (ord, to, why)
+--          ARGV[8] the incarnation the caller's token names, or "" for any,
+--          ARGV[9 ..] field, value pairs to set with the change (ord, to, why)
 -- get:     ARGV[3] reservation id
 -- due:     ARGV[3] the most ids to return (KEYS[1] is then unused)
 --
@@ -25,7 +26,8 @@
 --   (due) the reservation ids whose recovery time has come.
 -- Errors: idempotency_conflict{reservation_id} (begin: the id holds a different request),
 --   reservation_not_found{reservation_id} (decide, get: no record; get also drops the id from
---   the index)
+--   the index), incarnation_mismatch{reservation_id} (decide: the id was reused since the
+--   caller's token was issued; nothing changes)
 -- States: reserving -> held -> committing -> committed -> fulfilled, and from any of them
 --   -> releasing -> released | expired; reserving -> releasing -> aborted (a part refused: why
 --   holds its refusal). Reaching aborted deletes the record (its parts are forgotten too), so
@@ -85,6 +87,9 @@ if op == 'decide' then
   if r == nil then
     return fail('reservation_not_found', { reservation_id = rid })
   end
+  if ARGV[8] ~= '' and ARGV[8] ~= r.gen then
+    return fail('incarnation_mismatch', { reservation_id = rid })
+  end
   local allowed = false
   for state in string.gmatch(ARGV[4], '[^,]+') do
     if r.st == state then
@@ -95,7 +100,7 @@ if op == 'decide' then
     return cjson.encode(r)
   end
   local fields = { 'st', ARGV[5], 'upd', now }
-  for i = 8, #ARGV, 2 do
+  for i = 9, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end

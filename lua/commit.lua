@@ -11,10 +11,13 @@
 -- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
 -- ARGV[4]  retention ms of a finished reservation
 -- ARGV[5]  reclaim limit
--- ARGV[6]  order id
+-- ARGV[6]  the incarnation the caller was given (its token's), or "" for any: a reservation
+--          whose id was reused since is refused, not acted on
+-- ARGV[7]  order id
 --
 -- Returns JSON {ok=1, st="committed", exp, cust, ord, ext, lines, replayed?}
--- Errors: reservation_not_found{reservation_id}, stale_keys (engine re-reads the SKU list),
+-- Errors: reservation_not_found{reservation_id}, incarnation_mismatch{reservation_id}, stale_keys
+-- (engine re-reads the SKU list),
 -- reservation_expired{reservation_id,expired_at} (past its deadline, or its hold was reclaimed),
 -- invalid_state{reservation_id,status},
 -- idempotency_conflict{reservation_id,order_id}
@@ -29,12 +32,12 @@
 --- @include "open_reservation"
 
 local stream, res_key = KEYS[1], KEYS[2]
-local rid, retention, reclaim_limit, order_id = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5]), ARGV[6]
+local rid, retention, reclaim_limit, order_id = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5]), ARGV[7]
 if order_id == nil or order_id == '' then
   return fail('invalid_request', { detail = 'order_id is required' })
 end
 
-local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention, ARGV[6])
 if r == nil then
   return skus
 end

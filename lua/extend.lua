@@ -10,10 +10,13 @@
 -- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
 -- ARGV[4]  retention ms of a finished reservation
 -- ARGV[5]  reclaim limit
--- ARGV[6]  ttl ms;  ARGV[7] min ttl ms;  ARGV[8] max ttl ms
+-- ARGV[6]  the incarnation the caller was given (its token's), or "" for any: a reservation
+--          whose id was reused since is refused, not acted on
+-- ARGV[7]  ttl ms;  ARGV[8] min ttl ms;  ARGV[9] max ttl ms
 --
 -- Returns JSON {ok=1, st="held", exp (new deadline), cust, ord, ext, lines}
 -- Errors: ttl_out_of_range{ttl_seconds,min,max}, reservation_not_found{reservation_id},
+-- incarnation_mismatch{reservation_id},
 -- stale_keys, reservation_expired{reservation_id,expired_at} (past its deadline, or its hold was
 -- reclaimed), invalid_state{reservation_id,status},
 -- extension_limit{reservation_id,limit}
@@ -29,13 +32,13 @@
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention = ARGV[2], int_arg(ARGV[4])
-local ttl, ttl_min, ttl_max = int_arg(ARGV[6]), int_arg(ARGV[7]), int_arg(ARGV[8])
+local ttl, ttl_min, ttl_max = int_arg(ARGV[7]), int_arg(ARGV[8]), int_arg(ARGV[9])
 if ttl == nil or ttl < ttl_min or ttl > ttl_max then
   return fail('ttl_out_of_range',
-    { ttl_seconds = (tonumber(ARGV[6]) or 0) / 1000, min = ttl_min / 1000, max = ttl_max / 1000 })
+    { ttl_seconds = (tonumber(ARGV[7]) or 0) / 1000, min = ttl_min / 1000, max = ttl_max / 1000 })
 end
 
-local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention, ARGV[6])
 if r == nil then
   return skus
 end

@@ -13,17 +13,19 @@
 -- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
 -- ARGV[4]  retention ms of a finished reservation
 -- ARGV[5]  reclaim limit
--- ARGV[6]  lines to ship, JSON [[sku, quantity, location or ""], ...], or "" for all that is open
--- ARGV[7]  fulfilment id, or ""
--- ARGV[8]  "1" to check only: answer as if shipped (or refuse) without writing the shipment
+-- ARGV[6]  the incarnation the caller was given (its token's), or "" for any: a reservation
+--          whose id was reused since is refused, not acted on
+-- ARGV[7]  lines to ship, JSON [[sku, quantity, location or ""], ...], or "" for all that is open
+-- ARGV[8]  fulfilment id, or ""
+-- ARGV[9]  "1" to check only: answer as if shipped (or refuse) without writing the shipment
 --
 -- Returns JSON {ok=1, st ("committed" while units remain, then "fulfilled"), exp, cust, ord, ext,
 -- lines (each allocation's 4th number is what has shipped), replayed?}
--- Errors: reservation_not_found, stale_keys, invalid_state{reservation_id,status,expected},
+-- Errors: reservation_not_found, incarnation_mismatch, stale_keys, invalid_state{reservation_id,status,expected},
 -- invalid_request{detail}, invalid_quantity{sku,quantity}, over_fulfil{sku,location,requested,
 -- remaining}, invariant_violation{sku,location,detail,on_hand}, idempotency_conflict{fulfilment_id},
 -- backorder_not_in_stock{reservation_id,sku,location,requested,in_stock,detail}
--- Events: fulfilled (one per location line; data = {req = ARGV[6]} with a fulfilment id), expired
+-- Events: fulfilled (one per location line; data = {req = ARGV[7]} with a fulfilment id), expired
 -- (when it finds a hold past its deadline)
 
 --- @include "fail"
@@ -36,9 +38,9 @@
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
-local wanted_arg, fid = ARGV[6], ARGV[7]
+local wanted_arg, fid = ARGV[7], ARGV[8]
 
-local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention, ARGV[6])
 if r == nil then
   return skus
 end
@@ -126,7 +128,7 @@ for _, sh in ipairs(ships) do
   end
 end
 
-if ARGV[8] == '1' then
+if ARGV[9] == '1' then
   return reply(r)  -- the engine checks every partition of a cart before any of them ships
 end
 

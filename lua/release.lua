@@ -11,12 +11,15 @@
 -- ARGV[3]  the reservation's SKUs, "\n"-joined, in KEYS order
 -- ARGV[4]  retention ms of a finished reservation
 -- ARGV[5]  reclaim limit
--- ARGV[6]  "1" to forget the part once nothing is held or owed by it (a cart spanning partitions
+-- ARGV[6]  the incarnation the caller was given (its token's), or "" for any: a reservation
+--          whose id was reused since is refused, not acted on
+-- ARGV[7]  "1" to forget the part once nothing is held or owed by it (a cart spanning partitions
 --          that was refused leaves nothing behind, so its id may be used again, as a refused cart
 --          within one partition does); "" to keep it readable for the retention time
 --
 -- Returns JSON {ok=1, st, exp, cust, ord, ext, lines} (st is the state after the call)
--- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys
+-- Errors: reservation_not_found{reservation_id} (the engine treats it as done), stale_keys,
+-- incarnation_mismatch{reservation_id}
 -- Events: released (one per location line), expired (when it finds the hold past its deadline
 -- or reclaimed: st is then "expired" and the reclaimed part moves nothing again)
 
@@ -30,11 +33,11 @@
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])
 
-local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention)
+local r, skus, now = open_reservation(stream, res_key, rid, ARGV[3], ARGV[1], retention, ARGV[6])
 if r == nil then
   return skus
 end
-local forget = ARGV[6] == '1'
+local forget = ARGV[7] == '1'
 if r.st ~= 'held' and r.st ~= 'committed' then
   if forget and r.st ~= 'fulfilled' then
     redis.call('DEL', res_key)

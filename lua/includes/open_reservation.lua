@@ -55,11 +55,17 @@ end
 
 -- The opening every script on an existing reservation shares: load it, check the SKU keys the
 -- engine declared, and record expiry if its deadline has passed or its holds were reclaimed.
+-- `incarnation` ("" for any) is the one the caller's token names: once an id is reused, a token
+-- issued for its earlier use opens nothing.
 -- Returns r, skus, now; or nil and the error reply to return.
-local function open_reservation(stream, res_key, rid, skus_arg, clock_offset, retention_ms)
+local function open_reservation(stream, res_key, rid, skus_arg, clock_offset, retention_ms,
+                                incarnation)
   local r = load_reservation(res_key, rid)
   if r == nil then
     return nil, fail('reservation_not_found', { reservation_id = rid })
+  end
+  if incarnation ~= '' and incarnation ~= (r.gen or '') then
+    return nil, fail('incarnation_mismatch', { reservation_id = rid })
   end
   local skus = load_reservation_skus(r, skus_arg, 3)
   if skus == nil then
