@@ -130,11 +130,41 @@ def script_cpu_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def cluster_lines(report: BenchReport) -> list[str]:
+    c = report.cluster
+    if c is None:
+        return []
+
+    def ratio(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    lines = [
+        f"Redis Cluster ({c.primaries} primaries, {c.partitions} partitions; many-SKU rows: "
+        f"{c.many_skus} SKUs on {c.partitions} partitions on both): throughput × single node "
+        f"{ratio(c.hot_ratio)} on the hot SKU, {ratio(c.many_ratio)} on many SKUs"
+    ]
+    for row, primaries in c.per_primary.items():
+        spread = ", ".join(f"{p.node} {p.usec / 1000:,.0f} ms/{p.calls:,} calls" for p in primaries)
+        lines.append(
+            f"  {row}: {c.us_per_reserve.get(row, 0.0):.1f} µs of primary CPU per reserve "
+            f"(EVALSHA, every primary summed); per primary: {spread}"
+        )
+    lines += [
+        f"  carts of 2 lines in {k.partitions} partition(s), reserve + commit, "
+        f"{k.carts:,} carts: {k.carts_per_s:,.0f} carts/s, p50 {k.p50_ms:.2f} ms, "
+        f"p99 {k.p99_ms:.2f} ms, {k.evalsha_per_cart:.1f} EVALSHA and "
+        f"{k.redis_us_per_cart:.0f} µs of Redis per cart"
+        for k in c.carts
+    ]
+    return lines
+
+
 def notes(report: BenchReport) -> list[str]:
     return (
         api_cpu_lines(report)
         + latency_lines(report)
         + script_cpu_lines(report)
+        + cluster_lines(report)
         + sync_lines(report)
         + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
     )
@@ -171,6 +201,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
+        "cluster": None if report.cluster is None else report.cluster.as_dict(),
     }
 
 
