@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from flashsale.cli import app
 from flashsale.local_stack import served_api
-from flashsale.redis_cluster import PRIMARIES
+from flashsale.redis_cluster import PRIMARIES, REPLICAS_PER_PRIMARY
 from flashsale.settings import Settings
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import SELLING_DESIGNS, BenchConfig, run_bench
@@ -103,16 +103,18 @@ def test_bench_cluster_adds_the_cluster_rows_and_ratios_to_the_json(
     many, many_c = rows["engine-many"], rows["engine-many@cluster"]
     assert cluster["hot_ratio"] == pytest.approx(hot["attempts_per_s"] / engine["attempts_per_s"])
     assert cluster["many_ratio"] == pytest.approx(many_c["attempts_per_s"] / many["attempts_per_s"])
-    # Every primary was metered; the hot SKU's scripts all ran on one of them.
-    for row in ("engine@cluster", "engine-many@cluster"):
-        assert len(cluster["per_primary"][row]) == PRIMARIES
-        assert cluster["us_per_reserve"][row] > 0
-    hot_calls = sorted(p["calls"] for p in cluster["per_primary"]["engine@cluster"])
-    assert hot_calls[:-1] == [0] * (PRIMARIES - 1) and hot_calls[-1] > 0
+    # Every node was metered in each row; the hot SKU's scripts all ran on one primary.
+    assert cluster["replicas"] == PRIMARIES * REPLICAS_PER_PRIMARY
+    for row, cpu in cluster["cpu"].items():
+        assert len(cpu["nodes"]) == (PRIMARIES + cluster["replicas"] if "@" in row else 1), row
+        assert cpu["client_cpu_s"] > 0, row
+        assert sum(n["usec"] for n in cpu["nodes"] if n["role"] == "primary") > 0, row
+    hot_calls = sorted(n["calls"] for n in cluster["cpu"]["engine@cluster"]["nodes"])
+    assert hot_calls[:-1] == [0] * (len(hot_calls) - 1) and hot_calls[-1] > 0
     within, across = cluster["carts"]
     assert (within["partitions"], across["partitions"]) == (1, 2)
     for cart in (within, across):
         assert cart["carts"] > 0 and cart["carts_per_s"] > 0 and cart["p99_ms"] > 0, cart
     # A cart across two partitions costs a script call per partition for reserve and commit.
     assert across["evalsha_per_cart"] > within["evalsha_per_cart"]
-    assert "Redis Cluster (3 primaries, 16 partitions" in outcome.output
+    assert "Redis Cluster (3 primaries + 3 replicas, 16 partitions" in outcome.output

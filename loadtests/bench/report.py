@@ -139,21 +139,35 @@ def cluster_lines(report: BenchReport) -> list[str]:
         return "—" if value is None else f"{value:.2f}"
 
     lines = [
-        f"Redis Cluster ({c.primaries} primaries, {c.partitions} partitions; many-SKU rows: "
-        f"{c.many_skus} SKUs on {c.partitions} partitions on both): throughput × single node "
-        f"{ratio(c.hot_ratio)} on the hot SKU, {ratio(c.many_ratio)} on many SKUs"
+        f"Redis Cluster ({c.primaries} primaries + {c.replicas} replicas, {c.partitions} "
+        f"partitions; many-SKU rows: {c.many_skus} SKUs on {c.partitions} partitions on both): "
+        f"throughput × single node {ratio(c.hot_ratio)} on the hot SKU, "
+        f"{ratio(c.many_ratio)} on many SKUs. CPU per unit sold, selling phase:"
     ]
-    for row, primaries in c.per_primary.items():
-        spread = ", ".join(f"{p.node} {p.usec / 1000:,.0f} ms/{p.calls:,} calls" for p in primaries)
+    sold = {r.design: r.sold for r in report.results}
+    for row, cpu in c.cpu.items():
+        n = sold.get(row, 0)
+        primaries = [x for x in cpu.nodes if x.role == "primary"]
+        busiest = max(primaries, key=lambda x: x.usec, default=None)
+        total = sum(x.usec for x in primaries)
+        share = f", busiest primary {busiest.usec / total:.0%} of it" if busiest and total else ""
+        replicas = cpu.per_reserve_us(n, "replica")
         lines.append(
-            f"  {row}: {c.us_per_reserve.get(row, 0.0):.1f} µs of primary CPU per reserve "
-            f"(EVALSHA, every primary summed); per primary: {spread}"
+            f"  {row}: engine (this process) {cpu.client_cpu_s * 1e6 / n if n else 0:,.0f} µs; "
+            f"primaries {cpu.per_reserve_us(n, 'primary'):,.0f} µs (INFO cpu), of which "
+            f"EVALSHA {cpu.per_reserve_us(n, 'primary', 'usec'):,.0f} µs{share}"
+            + (
+                f"; replicas {replicas:,.0f} µs"
+                if any(x.role == "replica" for x in cpu.nodes)
+                else ""
+            )
         )
     lines += [
         f"  carts of 2 lines in {k.partitions} partition(s), reserve + commit, "
         f"{k.carts:,} carts: {k.carts_per_s:,.0f} carts/s, p50 {k.p50_ms:.2f} ms, "
-        f"p99 {k.p99_ms:.2f} ms, {k.evalsha_per_cart:.1f} EVALSHA and "
-        f"{k.redis_us_per_cart:.0f} µs of Redis per cart"
+        f"p99 {k.p99_ms:.2f} ms; per cart {k.evalsha_per_cart:.1f} EVALSHA, "
+        f"{k.redis_us_per_cart:,.0f} µs in them, primaries {k.primary_cpu_us_per_cart:,.0f} µs, "
+        f"engine {k.client_cpu_us_per_cart:,.0f} µs"
         for k in c.carts
     ]
     return lines

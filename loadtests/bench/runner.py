@@ -43,7 +43,7 @@ class BenchConfig:
     # How engine-http starts its API; the command line passes `flashsale serve` in child processes.
     start_api: http_design.StartApi | None = None
     sync_events: int | None = None  # None: SYNC_EVENTS_PER_UNIT per unit
-    # A Redis Cluster (any node): the engine's rows on it follow the single node's `engine` row.
+    # A Redis Cluster (any node): `engine` then runs with its rows on the cluster (cluster_design).
     cluster_url: str | None = None
 
     def __post_init__(self) -> None:
@@ -169,15 +169,17 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             )
             continue
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
+        if design == "engine" and cfg.cluster_url:
+            # The engine row and the cluster's rows, measured alike and back to back.
+            base = Workload(cfg.units, cfg.buyers, cfg.soldout_seconds, run_id)
+            rows, report.cluster = await cluster_design.measure(
+                cfg.settings, cfg.redis_url, cfg.cluster_url, base, progress
+            )
+            report.results += rows
+            continue
         result, api_cpu = await run_design(design, cfg, run_id)
         report.results.append(result)
         report.api_cpu = api_cpu or report.api_cpu
-        if design == "engine" and cfg.cluster_url:
-            base = Workload(cfg.units, cfg.buyers, cfg.soldout_seconds, run_id)
-            rows, report.cluster = await cluster_design.measure(
-                cfg.settings, cfg.redis_url, cfg.cluster_url, base, result, run_id, progress
-            )
-            report.results += rows
     engine = next((r for r in report.results if r.design == "engine"), None)
     if engine is not None and engine.attempts_per_s:
         for result in report.results:
