@@ -142,7 +142,7 @@ def cluster_lines(report: BenchReport) -> list[str]:
         f"Redis Cluster ({c.primaries} primaries + {c.replicas} replicas, {c.partitions} "
         f"partitions; many-SKU rows: {c.many_skus} SKUs on {c.partitions} partitions on both): "
         f"throughput × single node {ratio(c.hot_ratio)} on the hot SKU, "
-        f"{ratio(c.many_ratio)} on many SKUs. CPU per unit sold, selling phase:"
+        f"{ratio(c.many_ratio)} on many SKUs. CPU per unit sold in the selling phase:"
     ]
     sold = {r.design: r.sold for r in report.results}
     for row, cpu in c.cpu.items():
@@ -151,16 +151,14 @@ def cluster_lines(report: BenchReport) -> list[str]:
         busiest = max(primaries, key=lambda x: x.usec, default=None)
         total = sum(x.usec for x in primaries)
         share = f", busiest primary {busiest.usec / total:.0%} of it" if busiest and total else ""
-        replicas = cpu.per_reserve_us(n, "replica")
+        on_replicas = ""
+        if any(x.role == "replica" for x in cpu.nodes):
+            on_replicas = f", replicas {cpu.per_reserve_us(n, 'replica'):,.0f} µs"
         lines.append(
-            f"  {row}: engine (this process) {cpu.client_cpu_s * 1e6 / n if n else 0:,.0f} µs; "
-            f"primaries {cpu.per_reserve_us(n, 'primary'):,.0f} µs (INFO cpu), of which "
-            f"EVALSHA {cpu.per_reserve_us(n, 'primary', 'usec'):,.0f} µs{share}"
-            + (
-                f"; replicas {replicas:,.0f} µs"
-                if any(x.role == "replica" for x in cpu.nodes)
-                else ""
-            )
+            f"  {row}: engine (this process) {cpu.client_cpu_s * 1e6 / n if n else 0:,.0f} µs, "
+            f"primaries {cpu.per_reserve_us(n, 'primary'):,.0f} µs{on_replicas} (INFO cpu); "
+            f"EVALSHA {cpu.per_reserve_us(n, 'primary', 'usec'):,.0f} µs (commandstats: time "
+            f"inside the scripts, preemption included){share}"
         )
     lines += [
         f"  carts of 2 lines in {k.partitions} partition(s), reserve + commit, "
