@@ -89,6 +89,16 @@ def bench(
             help="With --cluster: bench this Redis Cluster (any node) instead of starting one.",
         ),
     ] = None,
+    cluster_replicas: Annotated[
+        int,
+        typer.Option(
+            "--cluster-replicas",
+            min=0,
+            max=2,
+            help="Replicas per primary of the bench's own cluster (0: the primaries alone, as "
+            "when the replicas run on other machines).",
+        ),
+    ] = 1,
     reports_dir: Annotated[
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
     ] = Path("loadtests/reports"),
@@ -138,7 +148,9 @@ def bench(
         services = start_services(settings, status.update)
         own_cluster = None
         if cluster and cluster_url is None:
-            own_cluster = EmbeddedRedisCluster(settings.data_dir, settings.redis_appendfsync)
+            own_cluster = EmbeddedRedisCluster(
+                settings.data_dir, settings.redis_appendfsync, cluster_replicas
+            )
             try:
                 cluster_url = own_cluster.start(status.update)
             except BaseException:
