@@ -54,15 +54,19 @@ def migrating(client: ClusterClient, key: str) -> Iterator[tuple[int, redis.Redi
                 node.execute_command("CLUSTER SETSLOT", slot, "STABLE")
 
 
-def _move(slot: int, src: redis.Redis, dst: redis.Redis, primaries: list[redis.Redis]) -> None:
-    """The rest of a reshard of one slot: its keys to dst, then dst owns it everywhere."""
-    host, port = (
-        dst.connection_pool.connection_kwargs["host"],
-        dst.connection_pool.connection_kwargs["port"],
-    )
-    keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+def _address(node: redis.Redis) -> tuple[str, int]:
+    kwargs = node.connection_pool.connection_kwargs
+    return kwargs["host"], kwargs["port"]
+
+
+def _migrate(slot: int, src: redis.Redis, dst: redis.Redis, count: int = 1000) -> None:
+    keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, count)
     if keys:
-        src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys)
+        src.execute_command("MIGRATE", *_address(dst), "", 0, 5000, "KEYS", *keys)
+
+
+def _assign(slot: int, dst: redis.Redis, primaries: list[redis.Redis]) -> None:
+    """The last step of moving a slot: every primary hears that dst owns it."""
     owner = dst.execute_command("CLUSTER MYID")
     for node in primaries:
         node.execute_command("CLUSTER SETSLOT", slot, "NODE", owner)
@@ -89,7 +93,7 @@ async def test_a_reserve_on_a_migrating_partition_fails_as_an_outage_and_holds_n
     await check_invariants(engine, ["hot"])
 
 
-async def test_a_partition_moved_to_another_primary_keeps_serving_after_moved_and_noscript(
+async def test_a_partition_moved_to_another_primary_refuses_reserves_until_it_is_assigned(
     engine: ReservationEngine,
 ) -> None:
     await engine.configure_sku("hot", sku(10))
@@ -100,15 +104,22 @@ async def test_a_partition_moved_to_another_primary_keeps_serving_after_moved_an
     try:
         with migrating(engine.redis, key) as (slot, src, dst):
             dst.script_flush()  # as a node added for the reshard: no scripts loaded
-            _move(slot, src, dst, nodes)
+            # Before any key moved, with some moved, with all moved: the slot is still src's.
+            for step, count in enumerate((0, 1, 1000)):
+                _migrate(slot, src, dst, count)
+                with pytest.raises(ClusterError, match="TTL exhausted"):
+                    await engine.reserve(f"during-{step}", "c2", [CartLine("hot", 1)])
+            assert src.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+            _assign(slot, dst, nodes)
         # MOVED sends the client to the new owner, whose NOSCRIPT makes the engine load it there.
-        assert (await engine.reserve("after", "c2", [CartLine("hot", 1)])).status == "held"
+        assert (await engine.reserve("after", "c3", [CartLine("hot", 1)])).status == "held"
         assert (await engine.commit("before", "o1")).status == "committed"
         total = (await engine.inventory("hot")).total
-        assert (total.reserved, total.committed) == (1, 1)
+        assert (total.reserved, total.committed) == (1, 1)  # the refused reserves held nothing
         await check_invariants(engine, ["hot"])
         with migrating(engine.redis, key) as (slot, back_from, back_to):
-            _move(slot, back_from, back_to, nodes)  # home again, for the other tests
+            _migrate(slot, back_from, back_to)  # home again, for the other tests
+            _assign(slot, back_to, nodes)
     finally:
         for node in nodes:
             node.close()
