@@ -79,7 +79,15 @@ async def test_a_reserve_on_a_migrating_partition_fails_as_an_outage_and_holds_n
     await engine.reserve("before", "c1", [CartLine("hot", 1)])
     assert isinstance(engine.redis, ClusterClient)
     key = engine.keys.for_sku("hot").skus
+    # A SKU of another partition, on the same primary as "hot" or not: it must not notice.
+    elsewhere = next(
+        f"sku-{i}"
+        for i in range(100)
+        if engine.keys.for_sku(f"sku-{i}").number != engine.keys.for_sku("hot").number
+    )
+    await engine.configure_sku(elsewhere, sku(10))
     with migrating(engine.redis, key):
+        assert (await engine.reserve("other", "c4", [CartLine(elsewhere, 1)])).status == "held"
         # The reserve names a key that exists nowhere yet (the new reservation): Redis answers
         # TRYAGAIN (or ASK, then TRYAGAIN on the importing node); redis-py retries within its
         # budget of 16 attempts, then gives up.
@@ -90,7 +98,7 @@ async def test_a_reserve_on_a_migrating_partition_fails_as_an_outage_and_holds_n
     held = await engine.reserve("after", "c3", [CartLine("hot", 1)])
     assert held.status == "held"
     assert (await engine.inventory("hot")).total.reserved == 2
-    await check_invariants(engine, ["hot"])
+    await check_invariants(engine, ["hot", elsewhere])
 
 
 async def test_a_partition_moved_to_another_primary_refuses_reserves_until_it_is_assigned(
