@@ -79,14 +79,16 @@ def bench(
         typer.Option(
             "--cluster",
             help="Also run the engine on a Redis Cluster (the bench's own embedded one: 3 "
-            "primaries, 3 replicas) after `engine`: the hot SKU, then many SKUs on both.",
+            "primaries, --cluster-replicas each), next to `engine`: the hot SKU, then many SKUs "
+            "on both, and carts within one partition vs across two.",
         ),
     ] = False,
     cluster_url: Annotated[
         str | None,
         typer.Option(
             "--cluster-url",
-            help="With --cluster: bench this Redis Cluster (any node) instead of starting one.",
+            help="Bench this Redis Cluster (any node) instead of starting one (implies "
+            "--cluster; it gets bench SKUs and holds).",
         ),
     ] = None,
     cluster_replicas: Annotated[
