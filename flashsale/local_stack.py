@@ -6,7 +6,8 @@
                                        engine-http design), stopped on exit
 
 LocalStack gets fresh API keys (the run is the only client) and, with embedded servers, its own
-data folder with 4 partitions, so multi-SKU carts really cross partition streams.
+data folder with 4 partitions (16 on the embedded Redis Cluster, FLASHSALE_EMBEDDED_CLUSTER), so
+multi-SKU carts really cross partitions (on the cluster: primaries too).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flashsale.settings import Settings
 from loadtests.bench.http_design import ApiProcess
 
 LOCAL_PARTITIONS = 4
+CLUSTER_PARTITIONS = 16  # on the embedded cluster: 4-7 partitions per primary, carts span them
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
@@ -38,8 +40,9 @@ class LocalStack:
     def __init__(self, settings: Settings, log_dir: Path, api_workers: int = 2) -> None:
         if not settings.redis_url:
             # Our own embedded servers: a separate folder, so partitions can differ from dev's.
+            partitions = CLUSTER_PARTITIONS if settings.embedded_cluster else LOCAL_PARTITIONS
             settings = settings.model_copy(
-                update={"data_dir": settings.data_dir / "loadtest", "partitions": LOCAL_PARTITIONS}
+                update={"data_dir": settings.data_dir / "loadtest", "partitions": partitions}
             )
         self.settings = settings
         self.log_dir = log_dir
@@ -99,6 +102,7 @@ class LocalStack:
             FLASHSALE_DATABASE_URL=str(s.database_url),
             FLASHSALE_DATA_DIR=str(s.data_dir.resolve()),
             FLASHSALE_PARTITIONS=str(s.partitions),
+            FLASHSALE_REDIS_CLUSTER=str(s.redis_cluster).lower(),
             FLASHSALE_ADMIN_KEYS=self.admin_key,
             FLASHSALE_STOREFRONT_KEYS=self.storefront_key,
             FLASHSALE_TOKEN_SECRET=secrets.token_urlsafe(32),

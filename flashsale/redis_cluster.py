@@ -64,15 +64,19 @@ def find_redis_cli() -> str:
 
 
 class EmbeddedRedisCluster(EmbeddedServer):
-    """PRIMARIES primaries with REPLICAS_PER_PRIMARY replicas each, started, joined and stopped
-    together. Its URL is `redis://<host>:<first port>/0` (use it with redis_cluster=true)."""
+    """PRIMARIES primaries with `replicas` replicas each (REPLICAS_PER_PRIMARY unless told),
+    started, joined and stopped together. Its URL is `redis://<host>:<first port>/0` (use it with
+    redis_cluster=true)."""
 
-    def __init__(self, data_dir: Path, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, appendfsync: str = "everysec", replicas: int = REPLICAS_PER_PRIMARY
+    ) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, got {appendfsync!r}")
         super().__init__("Redis-cluster", data_dir, log_name="create.log")
         self.appendfsync = appendfsync
-        self.size = PRIMARIES * (1 + REPLICAS_PER_PRIMARY)
+        self.replicas = replicas
+        self.size = PRIMARIES * (1 + replicas)
 
     def start(self, progress: Progress = no_progress) -> str:
         with locked(self.lock_path):
@@ -154,7 +158,7 @@ class EmbeddedRedisCluster(EmbeddedServer):
                 "--cluster",
                 "create",
                 *(f"{HOST}:{port}" for port in ports),
-                *("--cluster-replicas", str(REPLICAS_PER_PRIMARY), "--cluster-yes"),
+                *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
             ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -184,7 +188,7 @@ class EmbeddedRedisCluster(EmbeddedServer):
         text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
         lines = [line.split() for line in text.strip().splitlines()]
         replicas = [ln for ln in lines if "slave" in ln[2]]
-        if len(lines) != self.size or len(replicas) != PRIMARIES * REPLICAS_PER_PRIMARY:
+        if len(lines) != self.size or len(replicas) != PRIMARIES * self.replicas:
             return False
         if any("fail" in ln[2] or "handshake" in ln[2] or ln[7] != "connected" for ln in lines):
             return False

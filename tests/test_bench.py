@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from flashsale.cli import app
 from flashsale.local_stack import served_api
+from flashsale.redis_cluster import PRIMARIES, REPLICAS_PER_PRIMARY
 from flashsale.settings import Settings
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import SELLING_DESIGNS, BenchConfig, run_bench
+from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
 
 OURS = ("redis-limit", "engine", "engine-http")
 
@@ -67,3 +70,51 @@ def test_bench_command_refuses_an_unknown_design() -> None:
     outcome = CliRunner().invoke(app, ["bench", "--quick", "--designs", "redis-limit,nope"])
     assert outcome.exit_code == 1
     assert "unknown design(s) nope" in outcome.output
+
+
+@pytest.mark.slow
+def test_bench_cluster_adds_the_cluster_rows_and_ratios_to_the_json(
+    redis_url: str, redis_cluster_url: str, pg_database_url: str, tmp_path: Path
+) -> None:
+    flush_cluster(redis_cluster_url)
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            *("--designs", "engine", "--units", "120", "--buyers", "12"),
+            *("--soldout-seconds", "0.2", "--memory-holds", "0", "--latency-calls", "0"),
+            *("--redis-url", redis_url, "--database-url", pg_database_url),
+            *("--cluster-url", redis_cluster_url, "--reports-dir", str(tmp_path)),
+        ],
+    )
+    assert outcome.exit_code == 0, outcome.output
+    (json_path,) = tmp_path.glob("bench-*.json")
+    report = orjson.loads(json_path.read_bytes())
+    rows = {r["design"]: r for r in report["results"]}
+    assert list(rows) == ["engine", "engine@cluster", "engine-many", "engine-many@cluster"]
+    for row in rows.values():
+        assert (row["sold"], row["oversold"], row["false_refusals"]) == (120, 0, 0), row
+        assert row["available_after_selling"] == 0, row
+        assert row["redis_us_per_reserve"] > 0, row
+    cluster = report["cluster"]
+    assert cluster["primaries"] == PRIMARIES and cluster["partitions"] == CLUSTER_PARTITIONS
+    assert cluster["many_skus"] == 12  # one SKU per buyer at most
+    engine, hot = rows["engine"], rows["engine@cluster"]
+    many, many_c = rows["engine-many"], rows["engine-many@cluster"]
+    assert cluster["hot_ratio"] == pytest.approx(hot["attempts_per_s"] / engine["attempts_per_s"])
+    assert cluster["many_ratio"] == pytest.approx(many_c["attempts_per_s"] / many["attempts_per_s"])
+    # Every node was metered in each row; the hot SKU's scripts all ran on one primary.
+    assert cluster["replicas"] == PRIMARIES * REPLICAS_PER_PRIMARY
+    for row, cpu in cluster["cpu"].items():
+        assert len(cpu["nodes"]) == (PRIMARIES + cluster["replicas"] if "@" in row else 1), row
+        assert cpu["client_cpu_s"] > 0, row
+        assert sum(n["usec"] for n in cpu["nodes"] if n["role"] == "primary") > 0, row
+    hot_calls = sorted(n["calls"] for n in cluster["cpu"]["engine@cluster"]["nodes"])
+    assert hot_calls[:-1] == [0] * (len(hot_calls) - 1) and hot_calls[-1] > 0
+    within, across = cluster["carts"]
+    assert (within["partitions"], across["partitions"]) == (1, 2)
+    for cart in (within, across):
+        assert cart["carts"] > 0 and cart["carts_per_s"] > 0 and cart["p99_ms"] > 0, cart
+    # A cart across two partitions costs a script call per partition for reserve and commit.
+    assert across["evalsha_per_cart"] > within["evalsha_per_cart"]
+    assert "Redis Cluster (3 primaries + 3 replicas, 16 partitions" in outcome.output

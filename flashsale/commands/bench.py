@@ -74,6 +74,33 @@ def bench(
     api_workers: Annotated[
         int, typer.Option("--api-workers", min=1, max=64, help="engine-http's API workers.")
     ] = 2,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Also run the engine on a Redis Cluster (the bench's own embedded one: 3 "
+            "primaries, --cluster-replicas each), next to `engine`: the hot SKU, then many SKUs "
+            "on both, and carts within one partition vs across two.",
+        ),
+    ] = False,
+    cluster_url: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-url",
+            help="Bench this Redis Cluster (any node) instead of starting one (implies "
+            "--cluster; it gets bench SKUs and holds).",
+        ),
+    ] = None,
+    cluster_replicas: Annotated[
+        int,
+        typer.Option(
+            "--cluster-replicas",
+            min=0,
+            max=2,
+            help="Replicas per primary of the bench's own cluster (0: the primaries alone, as "
+            "when the replicas run on other machines).",
+        ),
+    ] = 1,
     reports_dir: Annotated[
         Path, typer.Option("--reports-dir", help="Where the JSON and Markdown reports go.")
     ] = Path("loadtests/reports"),
@@ -103,7 +130,7 @@ def bench(
 
     from rich.console import Console
 
-    from flashsale.embedded import start_services
+    from flashsale.embedded import EmbeddedRedisCluster, start_services
     from flashsale.local_stack import served_api
     from loadtests.bench import report as out
     from loadtests.bench.runner import DESIGNS, BenchConfig, run_bench
@@ -115,9 +142,22 @@ def bench(
     unknown = [d for d in chosen if d not in DESIGNS]
     if unknown:
         fail(f"unknown design(s) {', '.join(unknown)}; choose from {', '.join(DESIGNS)}")
+    cluster = cluster or cluster_url is not None
+    if cluster and "engine" not in chosen:
+        fail("--cluster compares the cluster with the `engine` design: include it in --designs")
     settings = bench_settings(settings_or_exit(), redis_url, database_url)
     with console.status("starting services…") as status:
         services = start_services(settings, status.update)
+        own_cluster = None
+        if cluster and cluster_url is None:
+            own_cluster = EmbeddedRedisCluster(
+                settings.data_dir, settings.redis_appendfsync, cluster_replicas
+            )
+            try:
+                cluster_url = own_cluster.start(status.update)
+            except BaseException:
+                services.stop(status.update)
+                raise
         cfg = BenchConfig(
             units=units or int(base["units"]),
             buyers=buyers or int(base["buyers"]),
@@ -133,12 +173,15 @@ def bench(
             api_workers=api_workers,
             start_api=served_api,
             sync_events=sync_events,
+            cluster_url=cluster_url,
         )
         try:
             result = asyncio.run(run_bench(cfg, status.update))
         finally:
             # The bench's own servers: nobody else uses them, so none is left running.
             services.stop(status.update)
+            if own_cluster is not None:
+                own_cluster.stop(status.update)
     # Piped output has no terminal width: give the thirteen columns room instead of truncating.
     wide = console if console.is_terminal else Console(width=190, highlight=False)
     if result.results:  # `sync` alone sells nothing: its figures are the notes below
@@ -168,13 +211,15 @@ def bench_settings(settings: Settings, redis_url: str | None, database_url: str 
             f"[yellow]{' and '.join(ignored)} ignored: the bench uses its own embedded servers "
             "(--redis-url/--database-url to bench a server of yours)[/yellow]"
         )
-    return settings.model_copy(
-        update={
-            "redis_url": redis_url,
-            "database_url": database_url,
-            "data_dir": settings.data_dir / "bench",
-        }
-    )
+    update: dict[str, object] = {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "data_dir": settings.data_dir / "bench",
+    }
+    if redis_url is None:
+        # The bench's own Redis is one server: the cluster, when asked for, is --cluster's.
+        update.update(embedded_cluster=False, redis_cluster=False)
+    return settings.model_copy(update=update)
 
 
 def table(report: BenchReport) -> Table:

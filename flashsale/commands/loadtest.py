@@ -42,6 +42,14 @@ def loadtest(
     units: Annotated[
         int | None, typer.Option(help="Units to sell (default: users / 20, at least 10).")
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="The local stack runs on an embedded Redis Cluster (3 primaries, 3 replicas, "
+            "16 partitions) in its own folder, as FLASHSALE_EMBEDDED_CLUSTER=true does.",
+        ),
+    ] = False,
 ) -> None:
     """Run a Locust suite, let the worker drain, judge the final state (exit 1 on FAIL)."""
     from flashsale.local_stack import LocalStack
@@ -61,7 +69,14 @@ def loadtest(
         processes=processes,
         units=units,
     )
+    if host and cluster:
+        raise typer.BadParameter("--cluster starts a local stack: not with --host")
     settings = None if host else settings_or_exit()
+    if settings is not None and cluster:
+        # --cluster names the embedded cluster, whatever FLASHSALE_REDIS_URL points at.
+        settings = settings.model_copy(
+            update={"redis_url": None, "embedded_cluster": True, "redis_cluster": True}
+        )
     report_dir = new_report_dir(scenario)
     with console.status(f"{scenario}: {users} users for {options.run_time} s…"):
         if settings is None:

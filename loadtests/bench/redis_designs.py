@@ -12,6 +12,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine.calls import ReserveRequest, reserve_call
 from engine.config import EngineSettings
+from engine.connection import RedisClient, connect_url
 from engine.engine import ReservationEngine
 from engine.errors import EngineError, InsufficientStock
 from engine.keys import KeySchema
@@ -32,15 +33,27 @@ def redis_client(url: str, max_connections: int) -> Redis:
     return Redis(connection_pool=pool)
 
 
+def engine_client(settings: EngineSettings, url: str, max_connections: int) -> RedisClient:
+    """The single node's blocking pool, or a cluster client (it waits for connections too)."""
+    if settings.redis_cluster:
+        return connect_url(url, cluster=True, max_connections=max_connections)
+    return redis_client(url, max_connections)
+
+
 async def configure(engine: ReservationEngine, workload: Workload) -> None:
-    config = SkuConfig(locations=(LocationConfig(LOCATION, on_hand=workload.units),))
-    await engine.configure_sku(workload.sku, config)
+    for i, sku in enumerate(workload.names()):
+        units = workload.units_of(i)
+        await engine.configure_sku(sku, SkuConfig(locations=(LocationConfig(LOCATION, units),)))
 
 
-async def levels(engine: ReservationEngine, sku: str) -> tuple[int, int]:
-    """(available, oversold) as the store itself counts them."""
-    total = (await engine.inventory(sku)).total
-    return total.available, max(0, total.reserved + total.committed - total.on_hand)
+async def levels(engine: ReservationEngine, skus: list[str]) -> tuple[int, int]:
+    """(available, oversold) as the store itself counts them, summed over the SKUs."""
+    available = oversold = 0
+    for sku in skus:
+        total = (await engine.inventory(sku)).total
+        available += total.available
+        oversold += max(0, total.reserved + total.committed - total.on_hand)
+    return available, oversold
 
 
 class Pipeliner:
@@ -122,14 +135,16 @@ async def in_process_engine(
     settings: EngineSettings, redis_url: str, workload: Workload, run_id: str
 ) -> AsyncIterator[Attempt]:
     """ReservationEngine in this process, one call per attempt, as an embedding program uses it."""
-    engine = ReservationEngine(redis_client(redis_url, settings.redis_max_connections), settings)
+    client = engine_client(settings, redis_url, settings.redis_max_connections)
+    engine = ReservationEngine(client, settings)
     await engine.start()
     await configure(engine, workload)
-    line = [CartLine(workload.sku, 1)]
+    lines = {sku: [CartLine(sku, 1)] for sku in workload.names()}
 
     async def attempt(buyer: int, seq: int) -> Outcome:
+        line = lines[workload.sku_of(buyer)]
         try:
-            await engine.reserve(f"{run_id}-en-{buyer}-{seq}", f"b{buyer}", line, HOLD_TTL_S)
+            await engine.reserve(f"{workload.sku}-{buyer}-{seq}", f"b{buyer}", line, HOLD_TTL_S)
         except InsufficientStock:
             return Outcome.OUT
         except EngineError:
@@ -142,9 +157,11 @@ async def in_process_engine(
         await engine.aclose()
 
 
-async def redis_levels(settings: EngineSettings, redis_url: str, sku: str) -> tuple[int, int]:
-    engine = ReservationEngine(Redis.from_url(redis_url), settings)
+async def redis_levels(
+    settings: EngineSettings, redis_url: str, skus: list[str]
+) -> tuple[int, int]:
+    engine = ReservationEngine(connect_url(redis_url, cluster=settings.redis_cluster), settings)
     try:
-        return await levels(engine, sku)
+        return await levels(engine, skus)
     finally:
         await engine.aclose()

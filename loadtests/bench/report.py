@@ -130,11 +130,53 @@ def script_cpu_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def cluster_lines(report: BenchReport) -> list[str]:
+    c = report.cluster
+    if c is None:
+        return []
+
+    def ratio(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    lines = [
+        f"Redis Cluster ({c.primaries} primaries + {c.replicas} replicas, {c.partitions} "
+        f"partitions; many-SKU rows: {c.many_skus} SKUs on {c.partitions} partitions on both): "
+        f"throughput × single node {ratio(c.hot_ratio)} on the hot SKU, "
+        f"{ratio(c.many_ratio)} on many SKUs. CPU per unit sold in the selling phase:"
+    ]
+    sold = {r.design: r.sold for r in report.results}
+    for row, cpu in c.cpu.items():
+        n = sold.get(row, 0)
+        primaries = [x for x in cpu.nodes if x.role == "primary"]
+        busiest = max(primaries, key=lambda x: x.usec, default=None)
+        total = sum(x.usec for x in primaries)
+        share = f", busiest primary {busiest.usec / total:.0%} of it" if busiest and total else ""
+        on_replicas = ""
+        if any(x.role == "replica" for x in cpu.nodes):
+            on_replicas = f", replicas {cpu.per_reserve_us(n, 'replica'):,.0f} µs"
+        lines.append(
+            f"  {row}: engine (this process) {cpu.client_cpu_s * 1e6 / n if n else 0:,.0f} µs, "
+            f"primaries {cpu.per_reserve_us(n, 'primary'):,.0f} µs{on_replicas} (INFO cpu); "
+            f"EVALSHA {cpu.per_reserve_us(n, 'primary', 'usec'):,.0f} µs (commandstats: time "
+            f"inside the scripts, preemption included){share}"
+        )
+    lines += [
+        f"  carts of 2 lines in {k.partitions} partition(s), reserve + commit, "
+        f"{k.carts:,} carts: {k.carts_per_s:,.0f} carts/s, p50 {k.p50_ms:.2f} ms, "
+        f"p99 {k.p99_ms:.2f} ms; per cart {k.evalsha_per_cart:.1f} EVALSHA, "
+        f"{k.redis_us_per_cart:,.0f} µs in them, primaries {k.primary_cpu_us_per_cart:,.0f} µs, "
+        f"engine {k.client_cpu_us_per_cart:,.0f} µs"
+        for k in c.carts
+    ]
+    return lines
+
+
 def notes(report: BenchReport) -> list[str]:
     return (
         api_cpu_lines(report)
         + latency_lines(report)
         + script_cpu_lines(report)
+        + cluster_lines(report)
         + sync_lines(report)
         + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
     )
@@ -171,6 +213,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
+        "cluster": None if report.cluster is None else report.cluster.as_dict(),
     }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtests.bench import (
+    cluster_design,
     http_design,
     latency,
     memory,
@@ -42,6 +43,12 @@ class BenchConfig:
     # How engine-http starts its API; the command line passes `flashsale serve` in child processes.
     start_api: http_design.StartApi | None = None
     sync_events: int | None = None  # None: SYNC_EVENTS_PER_UNIT per unit
+    # A Redis Cluster (any node): `engine` then runs with its rows on the cluster (cluster_design).
+    cluster_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster_url and "engine" not in self.designs:
+            raise ValueError("the cluster rows are compared with `engine`: run it too")
 
     @property
     def sync_backlog(self) -> int:
@@ -58,6 +65,7 @@ class BenchReport:
     script_cpu: redis_cpu.CommitReleaseCpu | None = None
     bench_peak_rss_mib: float = 0.0
     api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
+    cluster: cluster_design.ClusterReport | None = None
 
 
 def _attempt_factory(
@@ -77,7 +85,7 @@ def _attempt_factory(
 async def _levels(design: str, cfg: BenchConfig, sku: str) -> tuple[int, int]:
     if design.startswith("pg-"):
         return await pg_designs.pg_levels(cfg.database_url, sku)
-    return await redis_designs.redis_levels(cfg.settings, cfg.redis_url, sku)
+    return await redis_designs.redis_levels(cfg.settings, cfg.redis_url, [sku])
 
 
 def _rss_mib() -> float:
@@ -144,6 +152,7 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             "latency_calls": cfg.latency_calls,
             "partitions": cfg.settings.partitions,
             "api_workers": cfg.api_workers,
+            "cluster": cfg.cluster_url is not None,
             "run_id": run_id,
         }
     )
@@ -160,6 +169,14 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             )
             continue
         progress(f"running {design} ({cfg.units} units, {cfg.buyers} buyers)…")
+        if design == "engine" and cfg.cluster_url:
+            # The engine row and the cluster's rows, measured alike and back to back.
+            base = Workload(cfg.units, cfg.buyers, cfg.soldout_seconds, run_id)
+            rows, report.cluster = await cluster_design.measure(
+                cfg.settings, cfg.redis_url, cfg.cluster_url, base, progress
+            )
+            report.results += rows
+            continue
         result, api_cpu = await run_design(design, cfg, run_id)
         report.results.append(result)
         report.api_cpu = api_cpu or report.api_cpu

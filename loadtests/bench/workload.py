@@ -1,9 +1,10 @@
 """The workload every design runs, so their figures compare like for like.
 
-One hot SKU with `units` units; `buyers` concurrent buyers each ask for 1 unit at a time until they
-are told it is sold out (selling phase); then the same buyers keep asking for `soldout_seconds`
-(sold-out phase: most launch-day traffic is refusals). A design only supplies `attempt`, which
-answers one request with an Outcome, and `available`, the store's own count at the end.
+One hot SKU with `units` units (or `skus` SKUs sharing them); `buyers` concurrent buyers each ask
+for 1 unit at a time until they are told it is sold out (selling phase); then the same buyers keep
+asking for `soldout_seconds` (sold-out phase: most launch-day traffic is refusals). A design only
+supplies `attempt`, which answers one request with an Outcome, and `available`, the store's own
+count at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ class Workload:
     buyers: int
     soldout_seconds: float
     sku: str
+    # Many-SKU variant: `skus` SKUs named `<sku>-<i>` share the units evenly and buyer b asks
+    # for SKU b % skus only, so every buyer is told "sold out" exactly when its SKU is.
+    skus: int = 1
+
+    def names(self) -> list[str]:
+        if self.skus == 1:
+            return [self.sku]
+        return [f"{self.sku}-{i}" for i in range(self.skus)]
+
+    def sku_of(self, buyer: int) -> str:
+        return self.sku if self.skus == 1 else f"{self.sku}-{buyer % self.skus}"
+
+    def units_of(self, index: int) -> int:
+        """Units of the index-th SKU: the remainder goes to the first ones."""
+        return self.units // self.skus + (1 if index < self.units % self.skus else 0)
 
 
 @dataclass
