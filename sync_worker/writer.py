@@ -99,9 +99,7 @@ async def write_batch(
         await _upsert_names(cur, fresh)
         await _apply_config(cur, fresh)
         await _apply_levels(cur, fresh)
-        await reservations_sql.refresh(
-            cur, sorted({(r.reservation_id or "", r.partition) for r in fresh if _touches(r)})
-        )
+        await reservations_sql.refresh(cur, _touched(fresh))
         if dead:
             await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
     return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
@@ -198,8 +196,14 @@ def _latest(rows: list[Row], key_of: Callable[[Row], Hashable | None]) -> list[R
     return list(best.values())
 
 
-def _touches(row: Row) -> bool:
-    return row.type in RESERVATION_TYPES and bool(row.reservation_id)
+def _touched(rows: list[Row]) -> dict[tuple[str, int], bool]:
+    """The reservation parts these rows touch; True where one of them may change its lines."""
+    touched: dict[tuple[str, int], bool] = {}
+    for r in rows:
+        if r.type in RESERVATION_TYPES and r.reservation_id:
+            key = (r.reservation_id, r.partition)
+            touched[key] = touched.get(key, False) or r.type in reservations_sql.LINE_SHAPING
+    return touched
 
 
 def _dead_row(entry: Entry, why: str) -> tuple[object, ...]:
