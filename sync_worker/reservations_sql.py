@@ -24,7 +24,9 @@ from sync_worker.entries import RESERVATION_TYPES
 from sync_worker.reservations import ResEvent, State, rebuild
 
 # The keys arrive sorted and unnest yields them in array order: every worker locks in one order.
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext(k), p) FROM unnest(%s::text[], %s::int[]) AS u(k, p)"
+# count() sends back one row, not one per key.
+_LOCK = """SELECT count(pg_advisory_xact_lock(hashtext(k), p))
+FROM unnest(%s::text[], %s::int[]) AS u(k, p)"""
 _READ = f"""
 SELECT reservation_id, partition, split_part(stream_id, '-', 1)::bigint,
     split_part(stream_id, '-', 2)::bigint, type, sku, location, d_reserved, d_committed, order_id,
@@ -73,7 +75,8 @@ async def refresh(cur: AsyncCursor, touched: dict[tuple[str, int], bool]) -> Non
     keys = sorted(touched)
     ids, parts = [k for k, _ in keys], [p for _, p in keys]
     await cur.execute(_LOCK, (ids, parts))
-    await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)))
+    # Binary results: the numbers arrive as numbers, not text psycopg has to parse.
+    await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)), binary=True)
     wanted = touched.keys()
     by_key: dict[tuple[str, int], list[ResEvent]] = {}
     for rid, part, ms_, seq, *rest in await cur.fetchall():
