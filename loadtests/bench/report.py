@@ -112,7 +112,8 @@ def sync_lag_lines(report: BenchReport) -> list[str]:
         return []
     return [
         f"engine-http with a sync worker beside the API: oldest unsynced event at most "
-        f"{g.max_unsynced_age_ms / 1000:.3f} s old ({g.samples} samples; {g.ledger_rows:,} "
+        f"{g.max_unsynced_age_ms / 1000:.3f} s old ({g.max_at_s:.1f} s into the phase; p99 "
+        f"{g.p99_unsynced_age_ms / 1000:.3f} s over {g.samples} samples; {g.ledger_rows:,} "
         f"ledger rows; worker CPU {g.worker_cpu_s:.1f} s)"
     ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -40,14 +41,18 @@ class SyncLag:
     redis_url: str  # where the phase must run
     measured: bool = True  # not on Redis Cluster: it has one database only
     max_unsynced_age_ms: int = 0
+    p99_unsynced_age_ms: int = 0
+    max_at_s: float = 0.0  # when the maximum was seen, from the start of the phase
     samples: int = 0
     ledger_rows: int = 0
     worker_cpu_s: float = 0.0
-    ages_ms: list[int] = field(default_factory=list, repr=False)
+    ages_ms: list[tuple[float, int]] = field(default_factory=list, repr=False)  # (s, ms)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "max_unsynced_age_ms": self.max_unsynced_age_ms,
+            "p99_unsynced_age_ms": self.p99_unsynced_age_ms,
+            "max_at_s": self.max_at_s,
             "samples": self.samples,
             "ledger_rows": self.ledger_rows,
             "worker_cpu_s": self.worker_cpu_s,
@@ -70,11 +75,13 @@ async def worker_beside(
     schema = KeySchema(settings.partitions)
     lag = SyncLag(url)
     done = asyncio.Event()
+    started: float | None = None
 
     async def sample() -> None:
         while not done.is_set():
             ages = [p.oldest_unsynced_age_ms for p in await partition_lag(client, schema)]
-            lag.ages_ms.append(max(ages, default=0))
+            if started is not None:
+                lag.ages_ms.append((time.monotonic() - started, max(ages, default=0)))
             with suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), SAMPLE_S)
 
@@ -86,6 +93,7 @@ async def worker_beside(
             sampler = asyncio.create_task(sample())
             try:
                 await _until(client, schema, lambda p: p.group_exists, "start")
+                started = time.monotonic()
                 yield lag
                 await _until(client, schema, lambda p: p.synced, "catch up with the phase")
                 lag.worker_cpu_s = cpu_seconds(proc.pid)
@@ -101,8 +109,12 @@ async def worker_beside(
     finally:
         await client.flushdb()
         await client.aclose()
-    lag.samples = len(lag.ages_ms)
-    lag.max_unsynced_age_ms = max(lag.ages_ms, default=0)
+    ordered = sorted(age for _, age in lag.ages_ms)
+    lag.samples = len(ordered)
+    if ordered:
+        lag.max_unsynced_age_ms = ordered[-1]
+        lag.p99_unsynced_age_ms = ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
+        lag.max_at_s = next(t for t, age in lag.ages_ms if age == ordered[-1])
 
 
 async def _until(
