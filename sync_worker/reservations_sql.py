@@ -44,8 +44,9 @@ CREATE TEMP TABLE IF NOT EXISTS sync_lines (k text, p int, n int, l text, a int,
 """
 _COPY_RESERVATIONS = "COPY sync_reservations FROM STDIN"
 _COPY_LINES = "COPY sync_lines FROM STDIN"
-# `reservation_id = ANY(ARRAY(...))` lets the delete use the primary key: the staging table has no
-# statistics, and a plain IN (SELECT ...) was planned as a scan of every line, every batch.
+# `reservation_id = ANY(ARRAY(...))` lets the delete use the primary key. The staging table has no
+# statistics, nor has a young lines table: a plain IN (SELECT ...) was then planned as a scan of
+# every line, every batch.
 _WRITE = f"""
 DELETE FROM reservation_lines
 WHERE reservation_id = ANY(ARRAY(SELECT k FROM sync_reservations WHERE lc))
