@@ -56,7 +56,7 @@ class PoisonEvent(Exception):
     """This entry can never be written; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Entry:
     """One stream entry as read: `fields` alternates names and values, as Redis sends them.
     Empty `fields`: it was deleted from the stream before syncing."""
@@ -77,29 +77,22 @@ class Entry:
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Row:
+    """What the writer needs of an entry: its ledger row ready for COPY, and the fields that
+    decide which levels, names, configurations and reservations it touches."""
+
     partition: int
     stream_id: str
     pos: tuple[int, int]  # the stream id as numbers: its order within the partition
     type: str
     sku: str
     location: str
-    d_on_hand: int
-    d_reserved: int
-    d_committed: int
     on_hand: int
     reserved: int
     committed: int
-    available: int
     reservation_id: str | None
-    order_id: str | None
-    customer_id: str | None
-    reason: str | None
-    reference: str | None
-    backordered: int
-    expires_ms: int | None
     data: Any  # decoded JSON, or None
-    data_json: str | None  # the same, as the entry carried it
     ts: int
+    copy_line: bytes  # the ledger row in COPY text format (see writer.STAGING), newline included
 
     @property
     def key(self) -> tuple[int, str]:
@@ -109,8 +102,11 @@ class Row:
 _FIELD_KEYS = [name.encode() for name in events.FIELDS]
 _FIELD_INDEX = {name: n for n, name in enumerate(events.FIELDS)}
 _INT_AT = tuple(_FIELD_INDEX[name] for name in _INT_FIELDS)
-_RID, _OID, _CID, _REASON, _REF = (_FIELD_INDEX[name] for name in _TEXT_FIELDS)
+_RID, _CID = _FIELD_INDEX["reservation_id"], _FIELD_INDEX["customer_id"]
 _EXPIRES, _DATA = _FIELD_INDEX["expires_at"], _FIELD_INDEX["data"]
+_N_ON_HAND, _N_RESERVED, _N_COMMITTED, _N_TS = (
+    _INT_FIELDS.index(name) for name in ("on_hand", "reserved", "committed", "ts")
+)
 
 
 def parse(entry: Entry) -> Row:
@@ -118,17 +114,30 @@ def parse(entry: Entry) -> Row:
         raise PoisonEvent("the entry was deleted from the stream before it was synced")
     raw: list[bytes | None]
     if entry.fields[::2] == _FIELD_KEYS:  # as every script writes them: no dict needed
-        raw = list(entry.fields[1::2])
+        raw = entry.fields[1::2]  # type: ignore[assignment]  # list[bytes] has no None
     else:
         named = entry.as_dict()
         raw = [named.get(key) for key in _FIELD_KEYS]
     if None in raw:
         missing = [name for name, value in zip(events.FIELDS, raw, strict=True) if value is None]
         raise PoisonEvent(f"missing fields: {', '.join(missing)}")
+    values: list[bytes] = raw  # type: ignore[assignment]  # no None, checked above
+    # One decode checks every field is UTF-8; splitting it back gives the text fields, unless a
+    # value itself holds a tab (then each field is decoded on its own).
+    joined = b"\t".join(values)
     try:
-        f = [value.decode() for value in raw]  # type: ignore[union-attr]
+        f = joined.decode().split("\t")
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"not UTF-8: {exc}") from None
+    # Tab, newline, carriage return and backslash have a meaning in COPY's text format.
+    plain = (
+        len(f) == len(values)
+        and b"\\" not in joined
+        and b"\n" not in joined
+        and b"\r" not in joined
+    )
+    if not plain:
+        f = [value.decode() for value in values]
     kind, sku, location = f[0], f[1], f[2]
     if kind not in _EVENT_TYPES:
         raise PoisonEvent(f"unknown event type {kind!r}")
@@ -137,28 +146,26 @@ def parse(entry: Entry) -> Row:
     if kind in LINE_TYPES and not location:
         raise PoisonEvent(f"a {kind} event needs a location")
     try:
-        n = [int(f[i]) for i in _INT_AT]
+        n = [int(values[i]) for i in _INT_AT]
     except ValueError:
         n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
     if min(n) <= -_BIGINT or max(n) >= _BIGINT:
         n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
-    rid, oid, cid = f[_RID] or None, f[_OID] or None, f[_CID] or None
-    reason, reference = f[_REASON] or None, f[_REF] or None
-    if kind in RESERVATION_TYPES and not (rid and cid):
+    rid = f[_RID] or None
+    if kind in RESERVATION_TYPES and not (rid and f[_CID]):
         raise PoisonEvent(f"a {kind} event needs reservation_id and customer_id")
-    data_json = f[_DATA] or None
-    data = None if data_json is None else _json(data_json)
+    data = _json(f[_DATA]) if f[_DATA] else None
     if kind == events.SKU_CONFIGURED and not _is_config(data):
         raise PoisonEvent("sku_configured data is not a configuration with locations")
-    expires = _int("expires_at", f[_EXPIRES]) if f[_EXPIRES] else None
-    if kind in (events.RESERVED, events.EXTENDED) and expires is None:
+    if f[_EXPIRES]:
+        _int("expires_at", f[_EXPIRES])
+    elif kind in (events.RESERVED, events.EXTENDED):
         raise PoisonEvent(f"a {kind} event needs expires_at")
     ms, _, seq = entry.stream_id.partition("-")
     try:
         pos = (int(ms), int(seq or 0))
     except ValueError:
         raise PoisonEvent(f"bad stream id {entry.stream_id!r}") from None
-    d_on_hand, d_reserved, d_committed, on_hand, reserved, committed, available, bo, ts = n
     return Row(
         entry.partition,
         entry.stream_id,
@@ -166,28 +173,28 @@ def parse(entry: Entry) -> Row:
         kind,
         sku,
         location,
-        d_on_hand,
-        d_reserved,
-        d_committed,
-        on_hand,
-        reserved,
-        committed,
-        available,
+        n[_N_ON_HAND],
+        n[_N_RESERVED],
+        n[_N_COMMITTED],
         rid,
-        oid,
-        cid,
-        reason,
-        reference,
-        bo,
-        expires,
         data,
-        data_json,
-        ts,
+        n[_N_TS],
+        b"%d\t%s\t%s\n"
+        % (
+            entry.partition,
+            entry.stream_id.encode(),
+            joined if plain else b"\t".join([_escape(v) for v in values]),
+        ),
     )
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode(errors="backslashreplace").replace("\x00", "\\x00")
+def _escape(value: bytes) -> bytes:
+    return (
+        value.replace(b"\\", b"\\\\")
+        .replace(b"\t", b"\\t")
+        .replace(b"\n", b"\\n")
+        .replace(b"\r", b"\\r")
+    )
 
 
 def _int(name: str, raw: str) -> int:

@@ -7,6 +7,8 @@
                             UPDATE, DELETE and TRUNCATE)
     reservations            one row per reservation part (one per partition it spans)
     reservation_lines       its allocations: line, location, quantity, backordered, fulfilled
+                            (no foreign key: the worker writes a reservation and its lines
+                            together, and the check cost a lookup per line)
     sync_dead_letters       stream entries that can never be written, kept for an operator
 
 `last_ms`/`last_seq` (and `config_ms`/`config_seq`) hold the stream id of the event a row was
@@ -26,7 +28,6 @@ from sqlalchemy import (
     Computed,
     DateTime,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -173,11 +174,6 @@ class Reservation(Base):
 class ReservationLine(Base):
     __tablename__ = "reservation_lines"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["reservation_id", "partition"],
-            ["reservations.reservation_id", "reservations.partition"],
-            ondelete="CASCADE",
-        ),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("fulfilled >= 0 AND fulfilled <= quantity", name="fulfilled_in_range"),
     )

@@ -3,6 +3,10 @@
 Each reservation part is locked first (a transaction-scoped advisory lock), then read: under READ
 COMMITTED the read sees every row committed by a worker that held the lock before us, so the last
 of two concurrent workers to take the lock rebuilds from both batches' rows.
+
+Only `reserved`, `fulfilled` and `expired` rows shape a reservation's lines. A part whose new rows
+are all of other kinds (a commit, a release, an extension) gets its reservation row rewritten and
+keeps its lines: whoever held the lock last wrote them from every such row committed so far.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import orjson
 from psycopg import AsyncCursor
 
+from engine import events
 from engine.restore import request_fingerprint
 from engine.types import Allocation, ReservationLine
 from sync_worker.db import epoch_ms, ms
@@ -19,26 +24,33 @@ from sync_worker.entries import RESERVATION_TYPES
 from sync_worker.reservations import ResEvent, State, rebuild
 
 # The keys arrive sorted and unnest yields them in array order: every worker locks in one order.
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext(k), p) FROM unnest(%s::text[], %s::int[]) AS u(k, p)"
+# count() sends back one row, not one per key.
+_LOCK = """SELECT count(pg_advisory_xact_lock(hashtext(k), p))
+FROM unnest(%s::text[], %s::int[]) AS u(k, p)"""
 _READ = f"""
 SELECT reservation_id, partition, split_part(stream_id, '-', 1)::bigint,
     split_part(stream_id, '-', 2)::bigint, type, sku, location, d_reserved, d_committed, order_id,
-    customer_id, reference, backordered, data, {epoch_ms("occurred_at")}, {epoch_ms("expires_at")}
+    customer_id, reference, backordered, CASE WHEN type = '{events.RESERVED}' THEN data END,
+    {epoch_ms("occurred_at")}, {epoch_ms("expires_at")}
 FROM inventory_transactions
 WHERE reservation_id = ANY(%s) AND type = ANY(%s)
 """
 # The rebuilt rows go in with COPY to staging tables (see writer.STAGING), then set-based SQL.
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS sync_reservations (k text, p int, c text, st text, o text,
-    e bigint, x int, fp text, f text, ca bigint, fin bigint) ON COMMIT DELETE ROWS;
+    e bigint, x int, fp text, f text, ca bigint, fin bigint, lc bool) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS sync_lines (k text, p int, n int, l text, a int, s text,
     q bigint, bo bigint, ff bigint, he bool) ON COMMIT DELETE ROWS;
 """
 _COPY_RESERVATIONS = "COPY sync_reservations FROM STDIN"
 _COPY_LINES = "COPY sync_lines FROM STDIN"
+# `reservation_id = ANY(ARRAY(...))` lets the delete use the primary key. The staging table has no
+# statistics, nor has a young lines table: a plain IN (SELECT ...) was then planned as a scan of
+# every line, every batch.
 _WRITE = f"""
 DELETE FROM reservation_lines
-WHERE (reservation_id, partition) IN (SELECT k, p FROM sync_reservations);
+WHERE reservation_id = ANY(ARRAY(SELECT k FROM sync_reservations WHERE lc))
+    AND (reservation_id, partition) IN (SELECT k, p FROM sync_reservations WHERE lc);
 INSERT INTO reservations AS r (reservation_id, partition, customer_id, status, order_id,
     expires_at, extensions, fingerprint, fulfilments, created_at, finished_at, updated_at)
 SELECT k, p, c, st, o, {ms("e")}, x, fp, f::jsonb, {ms("ca")}, {ms("fin")}, now()
@@ -54,13 +66,19 @@ SELECT * FROM sync_lines;
 """
 
 
-async def refresh(cur: AsyncCursor, keys: list[tuple[str, int]]) -> None:
-    if not keys:
+LINE_SHAPING = frozenset((events.RESERVED, events.FULFILLED, events.EXPIRED))
+
+
+async def refresh(cur: AsyncCursor, touched: dict[tuple[str, int], bool]) -> None:
+    """Rebuilds the parts in `touched`; True: its new rows may change its lines."""
+    if not touched:
         return
+    keys = sorted(touched)
     ids, parts = [k for k, _ in keys], [p for _, p in keys]
     await cur.execute(_LOCK, (ids, parts))
-    await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)))
-    wanted = set(keys)
+    # Binary results: the numbers arrive as numbers, not text psycopg has to parse.
+    await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)), binary=True)
+    wanted = touched.keys()
     by_key: dict[tuple[str, int], list[ResEvent]] = {}
     for rid, part, ms_, seq, *rest in await cur.fetchall():
         if (rid, part) in wanted:
@@ -71,15 +89,17 @@ async def refresh(cur: AsyncCursor, keys: list[tuple[str, int]]) -> None:
     done = sorted(states)
     async with cur.copy(_COPY_RESERVATIONS) as copy:
         for key in done:
-            await copy.write_row(_reservation_row(key, states[key]))
+            await copy.write_row(_reservation_row(key, states[key], touched[key]))
     async with cur.copy(_COPY_LINES) as copy:
         for key in done:
+            if not touched[key]:
+                continue
             for row in _line_rows(key, states[key]):
                 await copy.write_row(row)
     await cur.execute(_WRITE)
 
 
-def _reservation_row(key: tuple[str, int], s: State) -> tuple[Any, ...]:
+def _reservation_row(key: tuple[str, int], s: State, lines_change: bool) -> tuple[Any, ...]:
     fulfilments = orjson.dumps(s.fulfilments).decode()
     return (
         *key,
@@ -92,6 +112,7 @@ def _reservation_row(key: tuple[str, int], s: State) -> tuple[Any, ...]:
         fulfilments,
         s.created_ms,
         s.finished_ms,
+        lines_change,
     )
 
 

@@ -2,7 +2,8 @@
 
 Ledger rows go in with `ON CONFLICT (partition, stream_id) DO NOTHING RETURNING`; only the rows
 that came back (new ones, not redeliveries) touch skus, levels and reservations. Bulk rows reach
-Postgres by COPY into staging tables (psycopg formats them in C), the rest as arrays (`unnest`),
+Postgres by COPY into staging tables (ledger rows as parse formatted them, from the entry's own
+bytes; reservation rows formatted by psycopg in C), the rest as arrays (`unnest`),
 so a batch costs a handful of round trips, not one per event. Rows are written in a fixed order
 (by key) so concurrent workers lock in the same order.
 """
@@ -21,20 +22,23 @@ from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
 from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
 
-# Per-connection staging tables: a batch goes in with COPY (rows formatted by psycopg's C code,
-# not one array literal per column), then one INSERT … SELECT moves it into the ledger.
+# Per-connection staging tables: a batch goes in with COPY, then one INSERT … SELECT moves it into
+# the ledger. sync_ledger's columns after (p, s) are the event's fields in stream order: parse
+# passes each entry's values on as they came (the worker never formats a ledger row), so an empty
+# field arrives as '' and becomes NULL here.
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS sync_ledger (p int, s text, t text, k text, l text, doh bigint,
     drs bigint, dcm bigint, oh bigint, rs bigint, cm bigint, av bigint, rid text, oid text,
-    cid text, rsn text, ref text, bo bigint, exp bigint, d text, ts bigint) ON COMMIT DELETE ROWS;
+    cid text, rsn text, ref text, bo bigint, exp text, d text, ts bigint) ON COMMIT DELETE ROWS;
 """
 _COPY_LEDGER = "COPY sync_ledger FROM STDIN"
 _LEDGER = f"""
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, reservation_id, order_id,
     customer_id, reason, reference, backordered, expires_at, data, occurred_at)
-SELECT p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, rid, oid, cid, rsn, ref, bo, {ms("exp")},
-    d::jsonb, {ms("ts")}
+SELECT p, s, t, k, l, doh, drs, dcm, oh, rs, cm, av, NULLIF(rid, ''), NULLIF(oid, ''),
+    NULLIF(cid, ''), NULLIF(rsn, ''), NULLIF(ref, ''), bo, {ms("NULLIF(exp, '')::bigint")},
+    NULLIF(d, '')::jsonb, {ms("ts")}
 FROM sync_ledger
 ORDER BY p, s
 ON CONFLICT (partition, stream_id) DO NOTHING
@@ -99,9 +103,7 @@ async def write_batch(
         await _upsert_names(cur, fresh)
         await _apply_config(cur, fresh)
         await _apply_levels(cur, fresh)
-        await reservations_sql.refresh(
-            cur, sorted({(r.reservation_id or "", r.partition) for r in fresh if _touches(r)})
-        )
+        await reservations_sql.refresh(cur, _touched(fresh))
         if dead:
             await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
     return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
@@ -111,32 +113,7 @@ async def _insert_ledger(cur: AsyncCursor, rows: dict[tuple[int, str], Row]) -> 
     if not rows:
         return []
     async with cur.copy(_COPY_LEDGER) as copy:
-        for r in rows.values():
-            await copy.write_row(
-                (
-                    r.partition,
-                    r.stream_id,
-                    r.type,
-                    r.sku,
-                    r.location,
-                    r.d_on_hand,
-                    r.d_reserved,
-                    r.d_committed,
-                    r.on_hand,
-                    r.reserved,
-                    r.committed,
-                    r.available,
-                    r.reservation_id,
-                    r.order_id,
-                    r.customer_id,
-                    r.reason,
-                    r.reference,
-                    r.backordered,
-                    r.expires_ms,
-                    r.data_json,
-                    r.ts,
-                )
-            )
+        await copy.write(b"".join([r.copy_line for r in rows.values()]))
     await cur.execute(_LEDGER)
     return [rows[(p, s)] for p, s in await cur.fetchall()]
 
@@ -198,8 +175,14 @@ def _latest(rows: list[Row], key_of: Callable[[Row], Hashable | None]) -> list[R
     return list(best.values())
 
 
-def _touches(row: Row) -> bool:
-    return row.type in RESERVATION_TYPES and bool(row.reservation_id)
+def _touched(rows: list[Row]) -> dict[tuple[str, int], bool]:
+    """The reservation parts these rows touch; True where one of them may change its lines."""
+    touched: dict[tuple[str, int], bool] = {}
+    for r in rows:
+        if r.type in RESERVATION_TYPES and r.reservation_id:
+            key = (r.reservation_id, r.partition)
+            touched[key] = touched.get(key, False) or r.type in reservations_sql.LINE_SHAPING
+    return touched
 
 
 def _dead_row(entry: Entry, why: str) -> tuple[object, ...]:

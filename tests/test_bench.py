@@ -63,6 +63,11 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     json_path, md_path = write(report, tmp_path)
     assert json_path.exists() and md_path.read_text().endswith(markdown(report))
     assert orjson.loads(json_path.read_bytes())["api_cpu"] == cpu.as_dict()
+    # engine-http ran with a sync worker beside the API, which synced every unit it sold.
+    lag = report.sync_lag
+    assert lag is not None and lag.samples > 0 and lag.ledger_rows >= 200, lag
+    assert orjson.loads(json_path.read_bytes())["sync_lag"] == lag.as_dict()
+    assert "oldest unsynced event at most" in markdown(report)
     assert "API CPU per request" in markdown(report)
 
 

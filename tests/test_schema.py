@@ -27,7 +27,7 @@ TABLES = {
     "webhook_deliveries",
     "webhook_cursors",
 }
-HEAD = "0002_webhooks"
+HEAD = "0003_lines_without_fk"
 LEDGER_ROW = """
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, backordered, occurred_at)

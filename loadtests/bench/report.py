@@ -100,10 +100,22 @@ def sync_lines(report: BenchReport) -> list[str]:
     lines += [
         f"  {r.workers} worker(s) on {r.partitions} partition(s): {r.events_per_s:,.0f} events/s "
         f"({r.events:,} in {r.seconds:.2f} s, {r.ledger_rows:,} ledger rows, "
-        f"worker CPU {r.worker_cpu_s:.1f} s)"
+        f"worker CPU {r.worker_cpu_s:.1f} s, its Postgres backends {r.postgres_cpu_s:.1f} s)"
         for r in s.runs
     ]
     return lines
+
+
+def sync_lag_lines(report: BenchReport) -> list[str]:
+    g = report.sync_lag
+    if g is None:
+        return []
+    return [
+        f"engine-http with a sync worker beside the API: oldest unsynced event at most "
+        f"{g.max_unsynced_age_ms / 1000:.3f} s old ({g.max_at_s:.1f} s into the phase; p99 "
+        f"{g.p99_unsynced_age_ms / 1000:.3f} s over {g.samples} samples; {g.ledger_rows:,} "
+        f"ledger rows; worker CPU {g.worker_cpu_s:.1f} s)"
+    ]
 
 
 def api_cpu_lines(report: BenchReport) -> list[str]:
@@ -178,6 +190,7 @@ def notes(report: BenchReport) -> list[str]:
         + script_cpu_lines(report)
         + cluster_lines(report)
         + sync_lines(report)
+        + sync_lag_lines(report)
         + [f"{r.design}: {r.notes}" for r in report.results if r.notes]
     )
 
@@ -210,6 +223,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "memory": memory,
         "latency": latency,
         "sync": None if report.sync is None else report.sync.as_dict(),
+        "sync_lag": None if report.sync_lag is None else report.sync_lag.as_dict(),
         "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),

@@ -18,6 +18,7 @@ from loadtests.bench import (
     redis_cpu,
     redis_designs,
     sync_design,
+    sync_lag,
 )
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
 from sync_worker.settings import WorkerSettings
@@ -66,6 +67,7 @@ class BenchReport:
     bench_peak_rss_mib: float = 0.0
     api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
     cluster: cluster_design.ClusterReport | None = None
+    sync_lag: sync_lag.SyncLag | None = None  # engine-http's sync worker: how far behind
 
 
 def _attempt_factory(
@@ -96,7 +98,7 @@ def _rss_mib() -> float:
 
 async def run_design(
     design: str, cfg: BenchConfig, run_id: str
-) -> tuple[DesignResult, http_design.ApiCpu | None]:
+) -> tuple[DesignResult, http_design.ApiCpu | None, sync_lag.SyncLag | None]:
     workload = Workload(
         units=cfg.units,
         buyers=cfg.buyers,
@@ -105,19 +107,25 @@ async def run_design(
     )
     note = ""
     api_cpu = None
+    lag = None
     spent: redis_cpu.ScriptCpu | None = None
     if design == "engine-http":
         if cfg.start_api is None:
             raise ValueError("engine-http needs BenchConfig.start_api to start the API")
-        selling, soldout, left, rss, note, api_cpu = await http_design.run(
-            cfg.settings,
-            cfg.redis_url,
-            cfg.database_url,
-            workload,
-            run_id,
-            cfg.start_api,
-            cfg.api_workers,
-        )
+        # A sync worker runs beside the API, as in a sale; the phase gets Redis to itself.
+        async with sync_lag.worker_beside(cfg.settings, cfg.redis_url, cfg.database_url) as lag:
+            selling, soldout, left, rss, note, api_cpu = await http_design.run(
+                cfg.settings,
+                lag.redis_url,
+                cfg.database_url,
+                workload,
+                run_id,
+                cfg.start_api,
+                cfg.api_workers,
+            )
+            _, store_oversold = await redis_designs.redis_levels(
+                cfg.settings, lag.redis_url, [workload.sku]
+            )
     else:
         async with _attempt_factory(design, cfg, workload, run_id) as attempt:
 
@@ -130,14 +138,14 @@ async def run_design(
                 meter = redis_cpu.metered(cfg.redis_url, spent)
             selling, soldout, left = await run_phases(workload, attempt, available, meter)
         rss = _rss_mib()
-    _, store_oversold = await _levels(design, cfg, workload.sku)
+        _, store_oversold = await _levels(design, cfg, workload.sku)
     result = summarize(design, workload, selling, soldout, left, store_oversold)
     result.peak_rss_mib = rss
     result.notes = note
     if spent is not None and spent.calls and selling.sold:
         result.redis_us_per_reserve = spent.usec / selling.sold
         result.mean_batch = selling.sold / spent.calls
-    return result, api_cpu
+    return result, api_cpu, lag if lag is not None and lag.measured else None
 
 
 async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchReport:
@@ -177,9 +185,10 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             )
             report.results += rows
             continue
-        result, api_cpu = await run_design(design, cfg, run_id)
+        result, api_cpu, lag = await run_design(design, cfg, run_id)
         report.results.append(result)
         report.api_cpu = api_cpu or report.api_cpu
+        report.sync_lag = lag or report.sync_lag
     engine = next((r for r in report.results if r.design == "engine"), None)
     if engine is not None and engine.attempts_per_s:
         for result in report.results:

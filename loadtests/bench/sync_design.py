@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class SyncRun:
     events_per_s: float
     ledger_rows: int  # must equal events: exactly once
     worker_cpu_s: float  # all workers together: on a busy machine the steadier figure
+    postgres_cpu_s: float  # the workers' Postgres backends (0 if Postgres runs elsewhere)
 
 
 @dataclass
@@ -200,17 +202,18 @@ async def drain(
     schema = KeySchema(settings.partitions)
     for part in schema.all():
         await client.execute_command("XGROUP", "DESTROY", part.events, CONSUMER_GROUP)
-    name = f"bench_sync_{uuid.uuid4().hex[:12]}"
-    admin_url = libpq_url(database_url)
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    fresh = database_url_named(database_url, name)
-    try:
-        await asyncio.to_thread(migrations.upgrade, fresh)
-        procs = [_worker(settings, fresh, f"bench-{n}") for n in range(workers)]
+    async with fresh_database(database_url) as fresh:
+        procs = [worker_process(settings, fresh, f"bench-{n}") for n in range(workers)]
         try:
-            seconds = await _time_drain(client, schema)
-            cpu = sum(_cpu_seconds(proc.pid) for proc in procs)
+            # CPU from the first read on: start-up (imports, connecting) is not per event.
+            at_start: list[float] = []
+
+            def started() -> None:
+                at_start[:] = [sum(cpu_seconds(p.pid) for p in procs), backend_cpu_seconds(fresh)]
+
+            seconds = await _time_drain(client, schema, started)
+            cpu = sum(cpu_seconds(proc.pid) for proc in procs) - at_start[0]
+            pg_cpu = backend_cpu_seconds(fresh) - at_start[1]
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -219,15 +222,30 @@ async def drain(
         with psycopg.connect(libpq_url(fresh)) as conn:
             rows = conn.execute("SELECT type, count(*) FROM inventory_transactions GROUP BY type")
             mix = {str(t): int(c) for t, c in rows.fetchall()}
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     rate = produced / seconds if seconds else 0.0
-    run = SyncRun(settings.partitions, workers, produced, seconds, rate, sum(mix.values()), cpu)
+    run = SyncRun(
+        settings.partitions, workers, produced, seconds, rate, sum(mix.values()), cpu, pg_cpu
+    )
     return run, mix
 
 
-async def _time_drain(client: Redis, schema: KeySchema) -> float:
+@asynccontextmanager
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """A new database beside `database_url`'s, migrated; dropped on exit."""
+    name = f"bench_sync_{uuid.uuid4().hex[:12]}"
+    admin_url = libpq_url(database_url)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    fresh = database_url_named(database_url, name)
+    try:
+        await asyncio.to_thread(migrations.upgrade, fresh)
+        yield fresh
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _time_drain(client: Redis, schema: KeySchema, started: Callable[[], None]) -> float:
     """From the first event a worker took to the moment every partition is synced."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     began: float | None = None
@@ -236,18 +254,37 @@ async def _time_drain(client: Redis, schema: KeySchema) -> float:
         now = time.perf_counter()
         if began is None and any(lag.group_exists for lag in lags):
             began = now
+            started()
         if began is not None and all(lag.synced for lag in lags):
             return now - began
         await asyncio.sleep(POLL_S)
     raise TimeoutError("the workers did not drain the streams in time")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
 
 
-def _worker(settings: WorkerSettings, database_url: str, consumer: str) -> subprocess.Popen[bytes]:
+def backend_cpu_seconds(database_url: str) -> float:
+    """CPU of the workers' Postgres backends so far; 0 when they are not on this machine."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'flashsale-sync'"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass  # Postgres on another machine, or gone
+    return total
+
+
+def worker_process(
+    settings: WorkerSettings, database_url: str, consumer: str
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         FLASHSALE_REDIS_URL=str(settings.redis_url),
