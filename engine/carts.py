@@ -149,10 +149,11 @@ class CartDriver:
             record = first = CartRecord.of(await engine._run("cart", call))
             if first.changed:
                 self._fault("reserve:begun")
+            replies: list[dict[str, Any]] = []
             if record.state in TRANSIENT:  # ours, or a retry finding an earlier attempt under way
-                record = await self.drive(record)
+                record = await self.drive(record, replies)
             if record.state != ABORTED:
-                return await self.answer(record, replayed=not first.changed)
+                return await self.answer(record, replayed=not first.changed, replies=replies)
             if record.refusal:
                 raise decode_refusal(record.refusal)
             # The attempt this call joined was refused and forgotten by another driver before
@@ -185,9 +186,10 @@ class CartDriver:
                 return await self.answer(record, replayed=True)
         else:
             raise self._state_error(record, expected=HELD)
-        record = await self.drive(record)
+        replies: list[dict[str, Any]] = []
+        record = await self.drive(record, replies)
         if record.state == COMMITTED:
-            return await self.answer(record)
+            return await self.answer(record, replies=replies)
         raise self._state_error(record, expected=HELD)
 
     async def release(
@@ -256,17 +258,21 @@ class CartDriver:
 
     # ---- Driving a record to its next resting state ---------------------------------------
 
-    async def drive(self, record: CartRecord) -> CartRecord:
-        """Takes a transient record one state further (any process may, any number of times)."""
+    async def drive(
+        self, record: CartRecord, replies: list[dict[str, Any]] | None = None
+    ) -> CartRecord:
+        """Takes a transient record one state further (any process may, any number of times).
+        `replies` collects the parts' answers to a reserve or commit, so the caller can answer
+        from them without reading the parts again."""
         if record.state == RESERVING:
-            return await self._reserve_parts(record)
+            return await self._reserve_parts(record, [] if replies is None else replies)
         if record.state == COMMITTING:
-            return await self._commit_parts(record)
+            return await self._commit_parts(record, [] if replies is None else replies)
         if record.state == RELEASING:
             return await self._release_parts(record)
         return record
 
-    async def _reserve_parts(self, record: CartRecord) -> CartRecord:
+    async def _reserve_parts(self, record: CartRecord, replies: list[dict[str, Any]]) -> CartRecord:
         engine = self._engine
         for i, part in enumerate(record.parts):
             request = ReserveRequest(
@@ -283,6 +289,7 @@ class CartDriver:
                 return await self._back_out(record, (RESERVING,), ABORTED, exc)
             if reply["st"] != HELD:  # another driver backed this cart out, or its hold expired
                 return await self._back_out(record, (RESERVING,), ABORTED, None)
+            replies.append(reply)
             self._fault(f"reserve:part:{i}")
         life = record.ttl_ms + engine.settings.retention_seconds * 1000
         try:
@@ -294,11 +301,11 @@ class CartDriver:
         self._fault("reserve:decided")
         return await self._follow(decided)
 
-    async def _commit_parts(self, record: CartRecord) -> CartRecord:
+    async def _commit_parts(self, record: CartRecord, replies: list[dict[str, Any]]) -> CartRecord:
         engine = self._engine
         for i, part in enumerate(record.parts):
             try:
-                await engine._on_part(
+                reply = await engine._on_part(
                     "commit",
                     record.reservation_id,
                     part,
@@ -318,6 +325,7 @@ class CartDriver:
                     else RELEASED
                 )
                 return await self._back_out(record, (COMMITTING,), ends, exc)
+            replies.append(reply)
             self._fault(f"commit:part:{i}")
         decided = await self._decide(
             record.parts, record.reservation_id, (COMMITTING,), COMMITTED, expiry_ms=-1
@@ -417,18 +425,30 @@ class CartDriver:
 
     # ---- Plumbing ----------------------------------------------------------------------------
 
-    async def answer(self, record: CartRecord, *, replayed: bool = False) -> Reservation:
-        """The reservation as its parts say now, under what the record allows."""
+    async def answer(
+        self,
+        record: CartRecord,
+        *,
+        replayed: bool = False,
+        replies: list[dict[str, Any]] | None = None,
+    ) -> Reservation:
+        """The reservation as its parts say now, under what the record allows: from `replies`
+        when this call moved the record after every part answered it, else read afresh."""
+        rid = record.reservation_id
+        if record.changed and record.state in (HELD, COMMITTED) and replies:
+            if len(replies) == len(record.parts):
+                done: ReservationStatus = "held" if record.state == HELD else "committed"
+                return replace(reservation_of(rid, replies), status=done)
         engine = self._engine
-        replies = await engine._read_parts(record.reservation_id, record.parts)
-        found = [r for r in replies.values() if not r.get("missing")]
+        read = await engine._read_parts(rid, record.parts)
+        found = [r for r in read.values() if not r.get("missing")]
         if not found:
-            raise ReservationNotFound(reservation_id=record.reservation_id)
-        now = max(int(r["now"]) for r in replies.values())
-        merged = reservation_of(record.reservation_id, found, now)
+            raise ReservationNotFound(reservation_id=rid)
+        now = max(int(r["now"]) for r in read.values())
+        merged = reservation_of(rid, found, now)
         status = status_with_record(record.state, record.ends_as, merged.status)
         if status is None:
-            raise ReservationNotFound(reservation_id=record.reservation_id)
+            raise ReservationNotFound(reservation_id=rid)
         return replace(merged, status=status, replayed=replayed)
 
     async def _decide(
