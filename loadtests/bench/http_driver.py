@@ -20,6 +20,7 @@ the more the figures are the server's.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -179,7 +180,13 @@ def phase(counts: PhaseCounts) -> dict[str, Any]:
 
 def main() -> None:
     job = orjson.loads(sys.argv[1])
-    sys.stdout.buffer.write(orjson.dumps(uvloop.run(drive(job))))
+    result = orjson.dumps(uvloop.run(drive(job)))
+    # Written with os.write until all is out: after uvloop has run, a large write through
+    # sys.stdout was seen to stop at 128 KiB or 256 KiB with no error, cutting the JSON short.
+    os.set_blocking(1, True)
+    out = memoryview(result)
+    while out:
+        out = out[os.write(1, out) :]
 
 
 if __name__ == "__main__":
