@@ -43,10 +43,10 @@ class ReserveLane:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body, more = await _read_body(receive)
-        request = self._admissible(scope, body) if more is None else None
+        body, stopped = await _read_body(receive)
+        request = self._admissible(scope, body) if stopped is None else None
         if request is None:
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, _replay(body, stopped, receive), send)
             return
         ctx, caller, reserve_in, idempotency_key = request
         scope["route"] = _ROUTE  # as the router would set it: metrics name it by its template
