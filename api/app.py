@@ -21,6 +21,7 @@ from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
+from api.reserve_lane import ReserveLane
 from api.routes import inventory, ops, reservations, skus, webhooks
 from api.settings import ApiSettings
 from engine.config import load_settings
@@ -94,7 +95,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     handlers.install(app, metrics.refused)
     install_openapi(app, settings)
     docs.install(app)
-    # Last added runs first: metrics see every response, including the body cap's 413.
+    # Last added runs first: metrics see every response, including the body cap's 413; the
+    # reserve lane, innermost, sees only what passed the body cap and the JSON check.
+    if settings.api_reserve_lane:
+        app.add_middleware(ReserveLane)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

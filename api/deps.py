@@ -21,6 +21,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from api.auth import Caller, KeyRing, ReservationTokens
 from api.ledger import Ledger
@@ -73,21 +74,44 @@ class _ApiKeyBearer(HTTPBearer):
     """
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
-        credentials = await super().__call__(request)
         ctx = context(request)
-        if credentials is None:
-            sent = request.headers.get("authorization", "").strip()
-            if sent and sent.split()[0].lower() != "bearer":
-                # A key sent without its scheme: say what is missing, not that nothing came.
-                raise _unauthenticated(
-                    "the Authorization header lacks the Bearer scheme (Authorization: Bearer <key>)"
-                )
-            raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
-        caller = ctx.keys.identify(credentials.credentials)
-        if caller is None:
-            raise _unauthenticated("unknown API key")
-        await ctx.limiter.hit("key", caller.key_id, ctx.settings.rate_limit_per_key)
+        caller = identify(ctx, request.headers.get("authorization"))
+        await count_key(ctx, caller)
         return caller
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None for anything else.
+
+    Read as FastAPI's HTTPBearer reads it (scheme up to the first space, any case), so the
+    reserve lane and the dependency accept the same headers.
+    """
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return credentials
+
+
+def identify(ctx: ApiContext, authorization: str | None) -> Caller:
+    """The caller of the key in this Authorization header; 401 without a known Bearer key."""
+    key = bearer_key(authorization)
+    if key is None:
+        sent = (authorization or "").strip()
+        if sent and sent.split()[0].lower() != "bearer":
+            # A key sent without its scheme: say what is missing, not that nothing came.
+            raise _unauthenticated(
+                "the Authorization header lacks the Bearer scheme (Authorization: Bearer <key>)"
+            )
+        raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
+    caller = ctx.keys.identify(key)
+    if caller is None:
+        raise _unauthenticated("unknown API key")
+    return caller
+
+
+async def count_key(ctx: ApiContext, caller: Caller) -> None:
+    """Counts the request against the key's rate limit (429 past it)."""
+    await ctx.limiter.hit("key", caller.key_id, ctx.settings.rate_limit_per_key)
 
 
 # Named as FastAPI names a plain HTTPBearer, so the OpenAPI security scheme keeps its name.

@@ -17,6 +17,8 @@ class ApiSettings(EngineSettings):
     storefront_keys: str = ""  # comma-separated
     token_secret: str | None = None
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    # POST /v1/reservations answered by api/reserve_lane.py; off: by its FastAPI route alone.
+    api_reserve_lane: bool = True
     api_opentelemetry: bool = False  # FastAPI's native OpenTelemetry (needs a configured SDK)
     rate_limit_per_customer: int = Field(default=120, ge=0)  # requests per window, 0 = off
     rate_limit_per_key: int = Field(default=0, ge=0)

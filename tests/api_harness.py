@@ -26,6 +26,8 @@ STOREFRONT_KEY = "test-storefront-key"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 STOREFRONT = {"Authorization": f"Bearer {STOREFRONT_KEY}"}
 PROBLEM = "application/problem+json"
+# For an `api` fixture's params: its module's tests run through the reserve lane and without it.
+RESERVE_LANE = {"params": [True, False], "ids": ["lane", "route"]}
 
 
 def api_settings(redis_url: str, database_url: str | None = None, **overrides: Any) -> Settings:

@@ -7,15 +7,25 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import (
+    ADMIN,
+    RESERVE_LANE,
+    STOREFRONT,
+    Api,
+    api_settings,
+    assert_problem,
+    running_api,
+)
 
 RESERVE = json.dumps({"customer_id": "c1", "lines": [{"sku": "s1", "quantity": 1}]})
 SKU = json.dumps({"locations": [{"location": "wh-1", "on_hand": 5}]})
 
 
-@pytest.fixture
-async def api(redis_client: object, redis_url: str) -> AsyncIterator[Api]:
-    async with running_api(api_settings(redis_url)) as api:
+@pytest.fixture(**RESERVE_LANE)
+async def api(
+    request: pytest.FixtureRequest, redis_client: object, redis_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(api_settings(redis_url, api_reserve_lane=request.param)) as api:
         await api.put_sku("s1", on_hand=10)
         yield api
 

@@ -11,12 +11,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.problems import ENGINE_STATUS
 from engine.errors import ERRORS_BY_CODE, UnknownSku
-from tests.api_harness import ADMIN, STOREFRONT, Api, api_settings, assert_problem, running_api
+from tests.api_harness import (
+    ADMIN,
+    RESERVE_LANE,
+    STOREFRONT,
+    Api,
+    api_settings,
+    assert_problem,
+    running_api,
+)
 
 
-@pytest.fixture
-async def api(redis_client: object, redis_url: str) -> AsyncIterator[Api]:
-    async with running_api(api_settings(redis_url, max_body_bytes=2048)) as api:
+@pytest.fixture(**RESERVE_LANE)
+async def api(
+    request: pytest.FixtureRequest, redis_client: object, redis_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(
+        api_settings(redis_url, api_reserve_lane=request.param, max_body_bytes=2048)
+    ) as api:
         await api.put_sku("s1", on_hand=10)
         yield api
 

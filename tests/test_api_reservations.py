@@ -9,6 +9,7 @@ import pytest
 
 from tests.api_harness import (
     ADMIN,
+    RESERVE_LANE,
     STOREFRONT,
     Api,
     api_settings,
@@ -19,9 +20,11 @@ from tests.api_harness import (
 HOUR_MS = 3_600_000
 
 
-@pytest.fixture
-async def api(redis_client: object, redis_url: str) -> AsyncIterator[Api]:
-    async with running_api(api_settings(redis_url)) as api:
+@pytest.fixture(**RESERVE_LANE)
+async def api(
+    request: pytest.FixtureRequest, redis_client: object, redis_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(api_settings(redis_url, api_reserve_lane=request.param)) as api:
         await api.put_sku("s1", on_hand=10)
         yield api
 

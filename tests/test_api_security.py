@@ -11,6 +11,7 @@ from api.auth import KeyRing, ReservationTokens
 from tests.api_harness import (
     ADMIN,
     ADMIN_KEY,
+    RESERVE_LANE,
     STOREFRONT,
     STOREFRONT_KEY,
     Api,
@@ -21,9 +22,11 @@ from tests.api_harness import (
 )
 
 
-@pytest.fixture
-async def api(redis_client: object, redis_url: str) -> AsyncIterator[Api]:
-    async with running_api(api_settings(redis_url)) as api:
+@pytest.fixture(**RESERVE_LANE)
+async def api(
+    request: pytest.FixtureRequest, redis_client: object, redis_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(api_settings(redis_url, api_reserve_lane=request.param)) as api:
         await api.put_sku("s1", on_hand=10, max_extensions=3)
         yield api
 

@@ -60,6 +60,8 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     cpu = report.api_cpu
     assert cpu is not None and cpu.trivial_requests > 0, cpu
     assert min(cpu.trivial_us, cpu.reserve_us, cpu.refusal_us) > 0, cpu
+    # ... and a reserve's latency at light load over HTTP, one client on a SKU of its own.
+    assert cpu.light_load_calls == 100 and 0 < cpu.light_load_p50_ms <= cpu.light_load_p99_ms
     json_path, md_path = write(report, tmp_path)
     assert json_path.exists() and md_path.read_text().endswith(markdown(report))
     assert orjson.loads(json_path.read_bytes())["api_cpu"] == cpu.as_dict()
@@ -69,6 +71,7 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     assert orjson.loads(json_path.read_bytes())["sync_lag"] == lag.as_dict()
     assert "oldest unsynced event at most" in markdown(report)
     assert "API CPU per request" in markdown(report)
+    assert "engine-http reserve at light load" in markdown(report)
 
 
 def test_bench_command_refuses_an_unknown_design() -> None:

@@ -65,6 +65,22 @@ async def reserve(
     # The context from the request, not as the Ctx dependency: the busiest route solves one
     # dependency (the key check) per request instead of two.
     ctx = context(request)
+    held = await hold_cart(ctx, body, idempotency_key)
+    if isinstance(held, Response):
+        return held
+    if held.replayed:
+        response.status_code = 200
+    return reservation_out(ctx, held)
+
+
+async def hold_cart(
+    ctx: ApiContext, body: ReserveIn, idempotency_key: str | None
+) -> Reservation | Response:
+    """The reservation a valid reserve request makes (or replays), or the sold-out problem.
+
+    Shared by the route and the reserve lane (api/reserve_lane.py): one body of rules. Any other
+    refusal is raised, for the app's exception handlers.
+    """
     if idempotency_key and body.reservation_id and idempotency_key != body.reservation_id:
         raise ApiProblem(
             422, "validation_failed", "Idempotency-Key and reservation_id name different ids"
@@ -88,12 +104,7 @@ async def reserve(
         ctx.metrics.refused(refusal.code)
         return engine_problem(refusal)
     await ctx.limiter.hit("customer", body.customer_id, ctx.settings.rate_limit_per_customer)
-    reservation = await ctx.engine.reserve(
-        reservation_id, body.customer_id, lines, body.ttl_seconds
-    )
-    if reservation.replayed:
-        response.status_code = 200
-    return _out(ctx, reservation)
+    return await ctx.engine.reserve(reservation_id, body.customer_id, lines, body.ttl_seconds)
 
 
 @router.get("/{reservation_id}", responses=problem_responses(*_ON_RESERVATION))
@@ -104,7 +115,7 @@ async def get_reservation(
     # The token's incarnation is checked against this read: one read, not two.
     reservation = await ctx.engine.get_reservation(reservation_id)
     check_incarnation(reservation, incarnation)
-    return _out(ctx, reservation)
+    return reservation_out(ctx, reservation)
 
 
 @router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_CHANGE, 410))
@@ -114,14 +125,14 @@ async def extend(
     """A new deadline, `ttl_seconds` from now (409 past the SKU's extension cap)."""
     ttl = body.ttl_seconds if body is not None else None
     reservation = await ctx.engine.extend(reservation_id, ttl)
-    return _out(ctx, reservation)
+    return reservation_out(ctx, reservation)
 
 
 @router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_CHANGE, 410))
 async def commit(reservation_id: AuthorizedReservation, body: CommitIn, ctx: Ctx) -> ReservationOut:
     """Held → committed: an order was placed. Retrying with the same order_id is safe."""
     reservation = await ctx.engine.commit(reservation_id, body.order_id)
-    return _out(ctx, reservation)
+    return reservation_out(ctx, reservation)
 
 
 @router.post(
@@ -147,7 +158,7 @@ async def fulfil(
     reservation = await ctx.engine.fulfil(
         reservation_id, lines, fulfilment_id=idempotency_key or body.fulfilment_id
     )
-    return _out(ctx, reservation)
+    return reservation_out(ctx, reservation)
 
 
 @router.delete(
@@ -162,5 +173,5 @@ async def release(reservation_id: AuthorizedReservation, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-def _out(ctx: ApiContext, reservation: Reservation) -> ReservationOut:
+def reservation_out(ctx: ApiContext, reservation: Reservation) -> ReservationOut:
     return ReservationOut.of(reservation, ctx.tokens.issue(reservation.id, reservation.incarnation))

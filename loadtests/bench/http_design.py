@@ -20,6 +20,12 @@ from loadtests.bench.redis_designs import HOLD_TTL_S, LOCATION
 from loadtests.bench.workload import PhaseCounts, Workload
 
 API_WORKERS = 2  # `flashsale bench --api-workers N` measures others
+LIGHT_LOAD_WARMUP = 50
+
+
+def light_load_calls(workload: Workload) -> int:
+    """Sequential reserves for the light-load probe: a tenth of the units, 100 to 2 000."""
+    return min(2_000, max(100, workload.units // 10))
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,16 @@ class ApiProcess:
 
 @dataclass(frozen=True)
 class ApiCpu:
-    """The API workers' CPU µs per request served: the floor (/healthz), reserve, refusal."""
+    """The API workers' CPU µs per request served: the floor (/healthz), reserve, refusal; and
+    a reserve's latency over HTTP at light load (one client, sequential)."""
 
     trivial_us: float
     reserve_us: float
     refusal_us: float
     trivial_requests: int
+    light_load_calls: int = 0
+    light_load_p50_ms: float = 0.0
+    light_load_p99_ms: float = 0.0
 
     @property
     def reserve_ratio(self) -> float:
@@ -56,6 +66,9 @@ class ApiCpu:
             "reserve_per_trivial": self.reserve_ratio,
             "refusal_per_trivial": self.refusal_ratio,
             "trivial_requests": self.trivial_requests,
+            "light_load_calls": self.light_load_calls,
+            "light_load_p50_ms": self.light_load_p50_ms,
+            "light_load_p99_ms": self.light_load_p99_ms,
         }
 
 
@@ -96,14 +109,18 @@ async def run(
         "FLASHSALE_RATE_LIMIT_PER_KEY": "0",
     }
     with start_api(env, api_workers) as api:
+        light_calls = light_load_calls(workload)
+        light_sku = f"{workload.sku}-light"
         async with httpx.AsyncClient(base_url=api.base_url) as client:
-            body = {"locations": [{"location": LOCATION, "on_hand": workload.units}]}
-            reply = await client.put(
-                f"/v1/skus/{workload.sku}",
-                json=body,
-                headers={"Authorization": f"Bearer {admin}"},
-            )
-            reply.raise_for_status()
+            for sku, units in (
+                (workload.sku, workload.units),
+                (light_sku, light_calls + LIGHT_LOAD_WARMUP),  # never sold out by the probe
+            ):
+                body = {"locations": [{"location": LOCATION, "on_hand": units}]}
+                reply = await client.put(
+                    f"/v1/skus/{sku}", json=body, headers={"Authorization": f"Bearer {admin}"}
+                )
+                reply.raise_for_status()
         # One worker: uvicorn serves from the process it was started in, with no children.
         workers = psutil.Process(api.pid).children(recursive=True) or [psutil.Process(api.pid)]
         job = {
@@ -113,6 +130,9 @@ async def run(
             "run_id": run_id,
             "ttl_seconds": HOLD_TTL_S,
             "workload": dict(workload.__dict__),
+            "light_sku": light_sku,
+            "light_calls": light_calls,
+            "light_warmup": LIGHT_LOAD_WARMUP,
         }
         driver = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -139,6 +159,9 @@ async def run(
         reserve_us=cpu["reserve"],
         refusal_us=cpu["refusal"],
         trivial_requests=int(result["trivial_requests"]),
+        light_load_calls=light_calls,
+        light_load_p50_ms=result["light_load"]["p50_ms"],
+        light_load_p99_ms=result["light_load"]["p99_ms"],
     )
     return (
         PhaseCounts(**result["selling"]),

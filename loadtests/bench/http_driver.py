@@ -5,17 +5,22 @@ Each buyer speaks HTTP/1.1 over its own kept-alive connection with a few lines o
 httpx was the first driver: at 99% of a core it managed ~450 requests/s while the API it drove sat
 at 30%, so the figure measured the client, not the server.
 
-Before selling, the same buyers call /healthz for as long as the sold-out phase lasts: the
-framework's floor. The API workers' CPU time (psutil, user + system) is read at each phase's edges,
-so each phase's figure is API CPU per request served, unmoved by whatever else the machine runs.
+First one client reserves one unit at a time on a SKU of its own (light-load latency, measured as
+the in-process engine's is). Then, before selling, the buyers call /healthz for as long as the
+sold-out phase lasts: the framework's floor. The API workers' CPU time (psutil, user + system) is
+read at each phase's edges, so each phase's figure is API CPU per request served, unmoved by
+whatever else the machine runs.
 
 Prints one JSON document: both phases' counts and latencies, the available units between them,
-the floor's requests and every phase's API CPU µs per request.
+the floor's requests, every phase's API CPU µs per request and the light-load percentiles. The
+driver runs on uvloop, as the server does: the less CPU the client takes from the shared cores,
+the more the figures are the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -26,8 +31,9 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import psutil
+import uvloop
 
-from loadtests.bench.workload import Outcome, PhaseCounts, Workload, run_phases
+from loadtests.bench.workload import Outcome, PhaseCounts, Workload, percentile_ms, run_phases
 
 
 async def drive(job: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +55,15 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
 
     def api_cpu_s() -> float:
         return sum(sum(w.cpu_times()[:2]) for w in workers)
+
+    def reserve_body(customer: str, sku: str) -> bytes:
+        return orjson.dumps(
+            {
+                "customer_id": customer,
+                "lines": [{"sku": sku, "quantity": 1}],
+                "ttl_seconds": job["ttl_seconds"],
+            }
+        )
 
     async def post(buyer: int, rid: str, body: bytes) -> tuple[int, bytes]:
         request = (
@@ -73,13 +88,7 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
 
         async def attempt(buyer: int, seq: int) -> Outcome:
             rid = f"{job['run_id']}-http-{buyer}-{seq}"
-            body = orjson.dumps(
-                {
-                    "customer_id": f"b{buyer}",
-                    "lines": [{"sku": workload.sku, "quantity": 1}],
-                    "ttl_seconds": job["ttl_seconds"],
-                }
-            )
+            body = reserve_body(f"b{buyer}", workload.sku)
             try:
                 status, reply = await post(buyer, rid, body)
             except (OSError, asyncio.IncompleteReadError) as exc:  # counted, shown in the notes
@@ -94,6 +103,21 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
             other[f"{status} {code}"] += 1
             return Outcome.REFUSED
 
+        async def light_load() -> list[int]:
+            """Nanoseconds per reserve, one at a time on one connection (its own: -1)."""
+            took = []
+            warmup = job["light_warmup"]
+            for n in range(warmup + job["light_calls"]):
+                body = reserve_body(f"light{n}", job["light_sku"])
+                start = time.perf_counter_ns()
+                status, reply = await post(-1, f"{job['run_id']}-light-{n}", body)
+                if status != 201:
+                    raise RuntimeError(f"light-load reserve answered {status}: {reply!r}")
+                if n >= warmup:
+                    took.append(time.perf_counter_ns() - start)
+            return sorted(took)
+
+        light = await light_load()
         trivial = 0
 
         async def ask_trivial(buyer: int, stop_at: float) -> None:
@@ -131,6 +155,7 @@ async def drive(job: dict[str, Any]) -> dict[str, Any]:
             "reserve": per_request_us(cpu[2] - cpu[1], selling.attempts),
             "refusal": per_request_us(cpu[4] - cpu[3], soldout.attempts),
         },
+        "light_load": {"p50_ms": percentile_ms(light, 0.5), "p99_ms": percentile_ms(light, 0.99)},
         "other_refusals": dict(other),
         "driver_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
@@ -155,7 +180,13 @@ def phase(counts: PhaseCounts) -> dict[str, Any]:
 
 def main() -> None:
     job = orjson.loads(sys.argv[1])
-    sys.stdout.buffer.write(orjson.dumps(asyncio.run(drive(job))))
+    result = orjson.dumps(uvloop.run(drive(job)))
+    # Written with os.write until all is out: after uvloop has run, a large write through
+    # sys.stdout was seen to stop at 128 KiB or 256 KiB with no error, cutting the JSON short.
+    os.set_blocking(1, True)
+    out = memoryview(result)
+    while out:
+        out = out[os.write(1, out) :]
 
 
 if __name__ == "__main__":

@@ -76,17 +76,27 @@ def memory_line(report: BenchReport) -> str:
 
 
 def latency_lines(report: BenchReport) -> list[str]:
+    lines = []
     lt = report.latency
-    if lt is None:
-        return []
-    return [
-        f"engine reserve at light load (one client, sequential, {lt.sequential_calls:,} calls): "
-        f"p50 {lt.sequential_p50_ms:.3f} ms, p99 {lt.sequential_p99_ms:.3f} ms, "
-        f"p999 {lt.sequential_p999_ms:.3f} ms",
-        f"re-offer after a release by another process while buyers hammer the sold-out SKU "
-        f"({lt.reoffers} rounds, sold-out recheck {lt.recheck_ms} ms): p50 "
-        f"{lt.reoffer_p50_ms:.1f} ms, max {lt.reoffer_max_ms:.1f} ms",
-    ]
+    if lt is not None:
+        lines.append(
+            f"engine reserve at light load (one client, sequential, {lt.sequential_calls:,} "
+            f"calls): p50 {lt.sequential_p50_ms:.3f} ms, p99 {lt.sequential_p99_ms:.3f} ms, "
+            f"p999 {lt.sequential_p999_ms:.3f} ms"
+        )
+    c = report.api_cpu
+    if c is not None and c.light_load_calls:
+        lines.append(
+            f"engine-http reserve at light load (one client, sequential, {c.light_load_calls:,} "
+            f"calls): p50 {c.light_load_p50_ms:.3f} ms, p99 {c.light_load_p99_ms:.3f} ms"
+        )
+    if lt is not None:
+        lines.append(
+            f"re-offer after a release by another process while buyers hammer the sold-out SKU "
+            f"({lt.reoffers} rounds, sold-out recheck {lt.recheck_ms} ms): p50 "
+            f"{lt.reoffer_p50_ms:.1f} ms, max {lt.reoffer_max_ms:.1f} ms"
+        )
+    return lines
 
 
 def sync_lines(report: BenchReport) -> list[str]:
