@@ -3,9 +3,10 @@
 Ctx                    the ApiContext the lifespan built (engine, ledger, keys, limiter, metrics,
                        the shared readiness verdict)
 Storefront             the Caller of any valid key (admin included: admin can do everything)
-AuthorizedReservation  the path's reservation id, once the caller showed an admin key or that
-                       reservation's X-Reservation-Token (of its current incarnation: one read
-                       of the reservation); otherwise 403
+AuthorizedReservation  the path's reservation id and the incarnation the caller's
+                       X-Reservation-Token names (None for an admin key), checked without Redis;
+                       the engine checks the incarnation where its script acts (403 if the id
+                       was reused since)
 TokenIncarnation       for a route that reads the reservation anyway: the incarnation the
                        caller's token names (None for an admin key), checked against the read
                        with check_incarnation; a token forged or for another id is 403 at once
@@ -26,13 +27,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from api.auth import Caller, KeyRing, ReservationTokens
 from api.ledger import Ledger
 from api.metrics import Metrics
-from api.problems import ApiProblem
+from api.problems import TOKEN_MISMATCH, ApiProblem
 from api.ratelimit import RateLimiter
 from api.readiness import SharedProbe
 from api.schemas.ops import ReadyOut
 from api.settings import ApiSettings
 from engine.engine import ReservationEngine
-from engine.errors import ReservationNotFound
 from engine.types import ID_PATTERN, Reservation
 
 
@@ -167,32 +167,27 @@ def check_incarnation(reservation: Reservation, incarnation: str | None) -> None
         raise _token_mismatch()
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationAccess:
+    """A reservation a caller may act on: an admin key (incarnation None), or a storefront key
+    with a token for that id, whose incarnation the engine compares with the reservation's in
+    the same script that acts (no read before, no window between)."""
+
+    id: str
+    incarnation: str | None
+
+
 async def authorize_reservation(
-    reservation_id: ReservationId, ctx: Ctx, incarnation: TokenIncarnation
-) -> str:
-    """A storefront key reaches a reservation only with the token of its current incarnation."""
-    if incarnation is not None:
-        try:
-            current = await ctx.engine.get_reservation(reservation_id)
-        except ReservationNotFound:
-            # Gone (or never made under this token): the route answers as for any unknown id,
-            # and a reservation made under the id from now on has another incarnation.
-            return reservation_id
-        check_incarnation(current, incarnation)
-    return reservation_id
+    reservation_id: ReservationId, incarnation: TokenIncarnation
+) -> ReservationAccess:
+    return ReservationAccess(reservation_id, incarnation)
 
 
-# The path's reservation id, once the caller has shown it may act on that reservation.
-AuthorizedReservation = Annotated[str, Depends(authorize_reservation)]
+AuthorizedReservation = Annotated[ReservationAccess, Depends(authorize_reservation)]
 
 
 def _token_mismatch() -> ApiProblem:
-    return ApiProblem(
-        403,
-        "forbidden",
-        "the reservation token does not match this reservation (was it issued by a server with "
-        "another FLASHSALE_TOKEN_SECRET?)",
-    )
+    return ApiProblem(403, "forbidden", TOKEN_MISMATCH)
 
 
 def _unauthenticated(detail: str) -> ApiProblem:

@@ -47,6 +47,7 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.PurchaseLimitExceeded: 409,
     errors.TooManyHolds: 409,
     errors.ReservationExpired: 410,
+    errors.IncarnationMismatch: 403,  # answered as a token mismatch (engine_problem)
 }
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
@@ -75,6 +76,7 @@ TITLES: dict[str, str] = {
     "quantity_too_large": "Quantity too large",
     "backorder_not_in_stock": "Backorder not in stock",
     "placement_group_fixed": "Placement group fixed",
+    "incarnation_mismatch": "Token for an earlier reservation",
     # the API's own
     "unauthenticated": "Unauthenticated",
     "forbidden": "Forbidden",
@@ -179,7 +181,17 @@ def title(code: str) -> str:
     return TITLES.get(code) or code.replace("_", " ").capitalize()
 
 
+# A token issued for an earlier use of the id: the engine finds it where the script acts, and the
+# caller is told exactly what a token the API itself finds wrong tells it.
+TOKEN_MISMATCH = (
+    "the reservation token does not match this reservation (was it issued by a server with "
+    "another FLASHSALE_TOKEN_SECRET?)"
+)
+
+
 def engine_problem(exc: EngineError) -> ProblemResponse:
+    if isinstance(exc, errors.IncarnationMismatch):
+        return problem(403, "forbidden", TOKEN_MISMATCH)
     status = STATUS_BY_ERROR.get(type(exc), 500)
     details = exc.details
     details.pop("detail", None)  # the sentence carries it; a member would repeat it

@@ -107,3 +107,22 @@ def test_a_token_names_its_incarnation_and_cannot_be_moved_to_another() -> None:
     assert tokens.incarnation_of("r-1", legacy) == ""
     assert tokens.incarnation_of("r-1", None) is None
     assert tokens.incarnation_of("r-1", "") is None
+
+
+async def test_a_storefront_commit_is_one_script_call(redis_client: Any, redis_url: str) -> None:
+    # The token's incarnation is checked by the commit script itself: no read of the
+    # reservation before it (once one per partition), and no window between the two.
+    async with running_api(api_settings(redis_url, partitions=4)) as api:
+        await api.put_sku("s1", on_hand=5)
+        held = await api.reserve(1, key="z-1")
+        token = with_token(held.json()["reservation_token"])
+        await redis_client.config_resetstat()
+        done = await api.client.post(
+            "/v1/reservations/z-1/commit", json={"order_id": "o-1"}, headers=token
+        )
+        assert done.status_code == 200, done.text
+        stats = await redis_client.info("commandstats")
+        scripts = sum(
+            int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval")
+        )
+        assert scripts == 1, stats

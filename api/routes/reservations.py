@@ -3,8 +3,8 @@
 A storefront key acts on a reservation only with its X-Reservation-Token; an admin key needs
 none. The token's signature is checked before the body is validated or Redis is asked, so a
 guessed id learns nothing (403). A token also names the incarnation of the id it was issued for:
-AuthorizedReservation compares it with the reservation's (one read) before acting, GET with the
-reservation it reads, so a token from before the id was reused opens nothing (403).
+the engine compares it with the reservation's in the script that acts, GET with the reservation
+it reads, so a token from before the id was reused opens nothing (403).
 """
 
 from __future__ import annotations
@@ -120,18 +120,18 @@ async def get_reservation(
 
 @router.post("/{reservation_id}/extend", responses=problem_responses(*_ON_CHANGE, 410))
 async def extend(
-    reservation_id: AuthorizedReservation, ctx: Ctx, body: ExtendIn | None = None
+    access: AuthorizedReservation, ctx: Ctx, body: ExtendIn | None = None
 ) -> ReservationOut:
     """A new deadline, `ttl_seconds` from now (409 past the SKU's extension cap)."""
     ttl = body.ttl_seconds if body is not None else None
-    reservation = await ctx.engine.extend(reservation_id, ttl)
+    reservation = await ctx.engine.extend(access.id, ttl, incarnation=access.incarnation)
     return reservation_out(ctx, reservation)
 
 
 @router.post("/{reservation_id}/commit", responses=problem_responses(*_ON_CHANGE, 410))
-async def commit(reservation_id: AuthorizedReservation, body: CommitIn, ctx: Ctx) -> ReservationOut:
+async def commit(access: AuthorizedReservation, body: CommitIn, ctx: Ctx) -> ReservationOut:
     """Held → committed: an order was placed. Retrying with the same order_id is safe."""
-    reservation = await ctx.engine.commit(reservation_id, body.order_id)
+    reservation = await ctx.engine.commit(access.id, body.order_id, incarnation=access.incarnation)
     return reservation_out(ctx, reservation)
 
 
@@ -167,9 +167,9 @@ async def fulfil(
     response_class=Response,
     responses=problem_responses(401, 403, 422, 429, 503),
 )
-async def release(reservation_id: AuthorizedReservation, ctx: Ctx) -> Response:
+async def release(access: AuthorizedReservation, ctx: Ctx) -> Response:
     """Give the units back. Idempotent: 204 every time, also for a finished or unknown cart."""
-    await ctx.engine.release(reservation_id)
+    await ctx.engine.release(access.id, incarnation=access.incarnation)
     return Response(status_code=204)
 
 
