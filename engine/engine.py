@@ -396,11 +396,13 @@ class ReservationEngine:
             )
         raw = await batcher.submit(request)
         try:
-            return decode(raw)
+            reply = decode(raw)
         except InsufficientStock as exc:
             if exc.sold_out:
                 self._sold_out.mark(exc.sku)
             raise
+        self._sold_out.held(request.lines)  # a recheck found units again
+        return reply
 
     async def _send_reserve_batch(
         self, part: Partition, requests: list[ReserveRequest]

@@ -2,10 +2,12 @@
 
 Most launch-day traffic arrives after the last unit went. When `reserve.lua` answers that a SKU has
 no unit and no backorder room left anywhere, the engine trusts that for `recheck_ms` and refuses
-carts naming the SKU locally. Once the window has passed, the next calls go to Redis again (they
-ride one batch), so a unit that comes back through another process (a release, an expiry, a
-restock) is offered again within `recheck_ms` plus one round trip. This process's own releases,
-expiries and stock changes clear the mark at once.
+carts naming the SKU locally. Once the window has passed, one call goes to Redis to recheck
+while the others keep being refused for another window: a sold-out storm costs Redis one request
+per window and process, not every request in flight. A unit that comes back through another
+process (a release, an expiry, a restock) is offered again within two windows plus one round
+trip: the recheck that finds it clears the mark. This process's own releases, expiries and stock
+changes clear the mark at once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class SoldOutMarks:
     def clear_all(self) -> None:
         self._until.clear()
 
+    def held(self, lines: Sequence[CartLine]) -> None:
+        """A reserve of these lines succeeded: none of their SKUs is sold out any more."""
+        if self._until:
+            self.clear(line.sku for line in lines)
+
     def refusal(self, lines: Sequence[CartLine]) -> InsufficientStock | None:
         """The refusal Redis would give this cart, if one of its SKUs is marked sold out."""
         if not self._until:
@@ -47,7 +54,8 @@ class SoldOutMarks:
             if until is None:
                 continue
             if until <= now:
-                del self._until[line.sku]
+                # This call rechecks in Redis; the others are refused meanwhile, as before.
+                self._until[line.sku] = now + self._window
                 continue
             return InsufficientStock(
                 sku=line.sku, location=line.location or "", requested=line.quantity, available=0

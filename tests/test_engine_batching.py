@@ -208,3 +208,34 @@ async def test_the_fast_path_can_be_turned_off(redis_client: Any, redis_url: str
         assert await script_calls(engine) - before == 3
     finally:
         await engine.aclose()
+
+
+async def test_after_the_window_one_call_rechecks_while_the_others_are_still_refused(
+    redis_client: Any, redis_url: str
+) -> None:
+    engine = await make_engine(redis_url, sold_out_recheck_ms=200)
+    other = await make_engine(redis_url)
+    try:
+        await engine.configure_sku("hot", sku(1))
+        await engine.reserve("w1", "c1", [CartLine("hot", 1)])
+        with pytest.raises(e.InsufficientStock):
+            await engine.reserve("first-miss", "c2", [CartLine("hot", 1)])
+        await asyncio.sleep(0.25)  # the window has passed
+        before = await script_calls(engine)
+        storm = [engine.reserve(f"m{n}", "c2", [CartLine("hot", 1)]) for n in range(300)]
+        answers = await asyncio.gather(*storm, return_exceptions=True)
+        assert all(isinstance(a, e.InsufficientStock) for a in answers)
+        assert await script_calls(engine) - before == 1  # one recheck, not a batch per 64
+
+        # A unit another process gives back is found by the next recheck, and then sold.
+        await other.release("w1")
+        for _ in range(100):
+            try:
+                held = await engine.reserve("w2", "c2", [CartLine("hot", 1)])
+                break
+            except e.InsufficientStock:
+                await asyncio.sleep(0.02)
+        assert held.status == "held"
+    finally:
+        await other.aclose()
+        await engine.aclose()
