@@ -357,7 +357,7 @@ class ReservationEngine:
     ) -> InsufficientStock | None:
         if reservation_id in self._located:  # a replay of our own reservation: Redis answers it
             return None
-        refusal = self._sold_out.refusal(lines)
+        refusal = self._sold_out.refusal(lines, reservation_id)
         if refusal is None or new_id:
             return refusal
         # The id may name an attempt that won through another process (another API worker) and

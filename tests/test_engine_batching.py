@@ -239,3 +239,33 @@ async def test_after_the_window_one_call_rechecks_while_the_others_are_still_ref
     finally:
         await other.aclose()
         await engine.aclose()
+
+
+async def test_the_recheck_survives_a_caller_that_asks_twice(
+    redis_client: Any, redis_url: str
+) -> None:
+    # The API asks for the local refusal first (before its rate limiter), then reserves: the call
+    # chosen to recheck must be let through both times, or the mark never lapses.
+    engine = await make_engine(redis_url, sold_out_recheck_ms=100)
+    other = await make_engine(redis_url)
+    try:
+        await engine.configure_sku("hot", sku(1))
+        await other.reserve("w1", "c1", [CartLine("hot", 1)])
+        with pytest.raises(e.InsufficientStock):
+            await engine.reserve("first-miss", "c2", [CartLine("hot", 1)])
+        await other.release("w1")  # this engine cannot know
+        cart = [CartLine("hot", 1)]
+        held = None
+        for n in range(100):
+            rid = f"try-{n}"
+            if await engine.local_refusal(rid, "c2", cart) is None:
+                try:
+                    held = await engine.reserve(rid, "c2", cart)
+                    break
+                except e.InsufficientStock:
+                    pass
+            await asyncio.sleep(0.02)
+        assert held is not None and held.status == "held"
+    finally:
+        await other.aclose()
+        await engine.aclose()
