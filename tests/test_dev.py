@@ -223,3 +223,18 @@ def test_dev_stops_only_the_servers_it_started_and_says_what_it_left(tmp_path: P
     finally:
         down = run_cli("services", "down", cwd=tmp_path, **env)
         assert down.returncode == 0, down.stderr
+
+
+def test_dev_counts_the_embedded_cluster_it_started_as_its_redis(tmp_path: Path) -> None:
+    # Once "left running: Redis (given by FLASHSALE_REDIS_URL …)" after stopping its own cluster.
+    from flashsale.commands.dev import _not_ours
+    from flashsale.embedded import Services
+    from flashsale.settings import Settings
+
+    url, db = "redis://127.0.0.1:7000/0", "postgresql://postgres@127.0.0.1:5432/flashsale"
+    settings = Settings(redis_url=url, database_url=db, data_dir=tmp_path)
+    services = Services(redis_url=url, database_url=db)
+    assert _not_ours(settings, services, ["Redis-cluster", "Postgres"]) == []
+    assert _not_ours(settings, services, ["Postgres"]) == [
+        "Redis at redis://127.0.0.1:7000/0 (given by FLASHSALE_REDIS_URL, not dev's to stop)"
+    ]

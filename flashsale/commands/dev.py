@@ -384,14 +384,19 @@ def _not_ours(settings: Settings, services: Services, ours: list[str]) -> list[s
         ("Redis", "FLASHSALE_REDIS_URL", settings.redis_url),
         ("Postgres", "FLASHSALE_DATABASE_URL", settings.database_url),
     ):
-        if url and name not in ours:
-            if any(server.name == name for server in services.already_running):
+        if url and not any(_serves(server, name) for server in ours):
+            if any(_serves(server.name, name) for server in services.already_running):
                 reasons.append(
                     f"{name} (already running when dev started; `flashsale services down` stops it)"
                 )
             else:
                 reasons.append(f"{name} at {masked(url)} (given by {variable}, not dev's to stop)")
     return reasons
+
+
+def _serves(server: str, name: str) -> bool:
+    """Whether an embedded server (by its name) is the `name` server: "Redis-cluster" is Redis."""
+    return server == name or server.startswith(f"{name}-")
 
 
 def _left_running(settings: Settings, services: Services | None, ours: list[str]) -> list[str]:
