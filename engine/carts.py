@@ -37,7 +37,6 @@ from engine.calls import CartStart, ReservationPart, ReserveRequest
 from engine.errors import (
     EngineError,
     IdempotencyConflict,
-    IncarnationMismatch,
     InvalidState,
     ReservationExpired,
     ReservationNotFound,
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 
 RESERVING, HELD, COMMITTING, COMMITTED = "reserving", "held", "committing", "committed"
 RELEASING, RELEASED, EXPIRED, ABORTED = "releasing", "released", "expired", "aborted"
+FULFILLED = "fulfilled"
 TRANSIENT = (RESERVING, COMMITTING, RELEASING)
 _RECOVERY_BATCH = 100  # records per recovery-index read
 _ATTEMPTS = 3  # a reserve joining an attempt another driver refuses meanwhile starts again
@@ -179,7 +179,7 @@ class CartDriver:
         )
         if record.changed:
             self._fault("commit:committing")
-        elif record.state in (COMMITTING, COMMITTED, "fulfilled"):
+        elif record.state in (COMMITTING, COMMITTED, FULFILLED):
             if record.order_id != order_id:
                 raise IdempotencyConflict(reservation_id=rid, order_id=record.order_id)
             if record.state != COMMITTING:
@@ -219,10 +219,13 @@ class CartDriver:
         incarnation: str | None = None,
     ) -> Reservation:
         engine = self._engine
-        record = await self._get(parts, rid)
-        if incarnation is not None and incarnation != record.incarnation:
-            raise IncarnationMismatch(reservation_id=rid)  # each part's script checks it too
-        if record.state != HELD:
+        # One call checks the record is held (and the caller's token) and lengthens its life to
+        # the new deadline's; each part's script checks the token again as it extends.
+        life = ttl_seconds * 1000 + engine.settings.retention_seconds * 1000
+        record = await self._decide(
+            parts, rid, (HELD,), HELD, expiry_ms=life, incarnation=incarnation
+        )
+        if not record.changed:
             raise self._state_error(record, expected=HELD)
         replies = []
         try:
@@ -247,14 +250,12 @@ class CartDriver:
             # others back now rather than at their (possibly just extended) deadlines.
             await self._back_out(record, (HELD,), EXPIRED, exc)
             raise
-        life = ttl_seconds * 1000 + engine.settings.retention_seconds * 1000
-        await self._decide(parts, rid, (HELD,), HELD, expiry_ms=life)
         return reservation_of(rid, replies)
 
     async def fulfilled(self, parts: tuple[ReservationPart, ...], rid: str) -> None:
         """Every part has shipped: the record may go with them after the retention time."""
         retention = self._engine.settings.retention_seconds * 1000
-        await self._decide(parts, rid, (COMMITTED,), "fulfilled", expiry_ms=retention)
+        await self._decide(parts, rid, (COMMITTED,), FULFILLED, expiry_ms=retention)
 
     # ---- Driving a record to its next resting state ---------------------------------------
 
@@ -334,13 +335,7 @@ class CartDriver:
         return await self._follow(decided)
 
     async def _release_parts(self, record: CartRecord) -> CartRecord:
-        forget = record.ends_as == ABORTED
-        for i, part in enumerate(record.parts):
-            try:
-                await self._engine._release_part(record.reservation_id, part, forget=forget)
-            except ReservationNotFound:
-                pass  # never reserved there: nothing to give back
-            self._fault(f"release:part:{i}")
+        await self._release_each(record, forget=record.ends_as == ABORTED)
         retention = self._engine.settings.retention_seconds * 1000
         ends = record.ends_as or RELEASED
         try:
@@ -359,9 +354,7 @@ class CartDriver:
         ends_as: str,
         refusal: EngineError | None,
     ) -> CartRecord:
-        fields = {"to": ends_as}
-        if refusal is not None:
-            fields["why"] = orjson.dumps(reply_of(refusal)).decode()
+        fields = {"to": ends_as, "why": _why(refusal)}
         try:
             decided = await self._decide(
                 record.parts,
@@ -380,16 +373,16 @@ class CartDriver:
     async def _forgotten(self, record: CartRecord, refusal: EngineError | None) -> CartRecord:
         """The record is gone (refused and forgotten by another driver, or past its life): give
         back whatever this driver may have taken since, and answer as aborted."""
-        await self._release_everywhere(record, forget=True)
-        why = orjson.dumps(reply_of(refusal)).decode() if refusal is not None else ""
-        return replace(record, state=ABORTED, changed=False, refusal=why)
+        await self._release_each(record, forget=True)
+        return replace(record, state=ABORTED, changed=False, refusal=_why(refusal))
 
-    async def _release_everywhere(self, record: CartRecord, *, forget: bool) -> None:
-        for part in record.parts:
+    async def _release_each(self, record: CartRecord, *, forget: bool) -> None:
+        for i, part in enumerate(record.parts):
             try:
                 await self._engine._release_part(record.reservation_id, part, forget=forget)
             except ReservationNotFound:
-                pass  # never reserved there
+                pass  # never reserved there: nothing to give back
+            self._fault(f"release:part:{i}")
 
     async def _follow(self, record: CartRecord) -> CartRecord:
         """After a decision: finish a release this or another driver began; and when the record
@@ -398,7 +391,7 @@ class CartDriver:
         if record.state == RELEASING:
             return await self._release_parts(record)
         if not record.changed and record.state in (RELEASED, EXPIRED):
-            await self._release_everywhere(record, forget=False)
+            await self._release_each(record, forget=False)
         return record
 
     # ---- Recovery --------------------------------------------------------------------------
@@ -478,13 +471,6 @@ class CartDriver:
         )
         return CartRecord.of(await engine._run("cart", call))
 
-    async def _get(self, parts: tuple[ReservationPart, ...], rid: str) -> CartRecord:
-        engine = self._engine
-        call = calls.cart_get_call(
-            engine.keys.partition(parts[0].number), rid, engine.clock_offset_ms
-        )
-        return CartRecord.of(await engine._run("cart", call))
-
     def _state_error(self, record: CartRecord, *, expected: str) -> EngineError:
         """What an operation that needs `expected` answers for a record in another state."""
         rid = record.reservation_id
@@ -501,6 +487,11 @@ class CartDriver:
         hook = self._engine.fault_hook
         if hook is not None:
             hook(point)
+
+
+def _why(refusal: EngineError | None) -> str:
+    """A refusal as the record keeps it ("" for none): the script reply it came from."""
+    return "" if refusal is None else orjson.dumps(reply_of(refusal)).decode()
 
 
 def decode_refusal(raw: str) -> EngineError:

@@ -720,9 +720,9 @@ def _skus_of(lines: Sequence[CartLine]) -> tuple[str, ...]:
 def _parts_of(replies: dict[int, dict[str, Any]]) -> tuple[ReservationPart, ...]:
     """A reservation's parts: as its decision record names them when it spans partitions (some
     may not exist yet, or any more), else the ones get_reservation found, by partition."""
-    for reply in replies.values():
-        if "cart" in reply:
-            return CartRecord.of({"rid": "", **reply["cart"]}).parts
+    record = _record_of("", replies)
+    if record is not None:
+        return record.parts
     return tuple(ReservationPart(n, tuple(replies[n]["skus"].split("\n"))) for n in sorted(replies))
 
 
