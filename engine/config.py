@@ -102,6 +102,10 @@ class EngineSettings(BaseModel):
     # A cart spanning partitions left mid-way (its process died) longer than this is finished by
     # the sweeper: well above one operation's time, well below a hold's TTL.
     cart_recovery_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Every partition sells only once the sync worker has confirmed its Redis is not behind
+    # Postgres (after any restart or failover; engine.fencing). False: no worker compares, as for
+    # an engine embedded without Postgres; a partition found unverified is adopted as it is.
+    fencing: bool = True
     redis_max_connections: int = Field(default=64, ge=1)
     reserve_batch_max: int = Field(default=64, ge=1, le=1000)  # reserve requests per script call
     # Per partition and process; 1 = strict arrival order across batches, 2 = +40% throughput.

@@ -38,6 +38,7 @@ from engine.errors import (
     ReservationNotFound,
     UnknownSku,
 )
+from engine.fencing import recovering_error
 from engine.keys import KeySchema, Partition
 from engine.placement import Placements
 from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
@@ -71,7 +72,9 @@ class ReservationEngine:
         self.settings = settings or EngineSettings()
         self.keys = KeySchema(self.settings.partitions)
         self.placements = Placements(redis, self.keys)
-        self.scripts = Scripts(redis, self.settings.lua_dir)
+        self.scripts = Scripts(
+            redis, self.settings.lua_dir, adopt_unverified=not self.settings.fencing
+        )
         self._clock_offset_ms = 0
         # reservation id -> its parts, by partition number; a reservation's SKUs never change,
         # and the scripts verify them, so a stale entry costs one retry, never a wrong answer.
@@ -600,7 +603,10 @@ class ReservationEngine:
                                 part, sku, self.settings, self.clock_offset_ms
                             )
                             await self.scripts["expire"](keys=keys, args=args, client=pipe)
-                        raws = await pipe.execute()
+                        raws = await pipe.execute(raise_on_error=False)
+                    if _recovering(raws):
+                        pending = []  # nothing is reclaimed there until it is verified
+                        break
                     replies = [decode(raw) for raw in raws]
                     self._sold_out.clear(
                         sku for sku, r in zip(pending, replies, strict=True) if r["reclaimed"]
@@ -740,3 +746,14 @@ def request_fingerprint(value: object) -> str:
 
 def _ms_or_none(value: Any) -> int | None:
     return None if value is None else datetime_to_ms(value)
+
+
+def _recovering(raws: list[Any]) -> bool:
+    """True when a pipeline's script replies say the partition is not verified (engine.fencing);
+    any other error among them is raised."""
+    for raw in raws:
+        if isinstance(raw, Exception):
+            if recovering_error(raw) is not None:
+                return True
+            raise raw
+    return False

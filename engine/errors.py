@@ -24,7 +24,9 @@
         ├── QuantityTooLarge          quantity_too_large (sku, location, total, value, limit)
         ├── BackorderNotInStock       backorder_not_in_stock (reservation_id, sku, location,
         │                             requested, in_stock)
-        └── PlacementGroupFixed       placement_group_fixed (sku, placement_group?, requested?)
+        ├── PlacementGroupFixed       placement_group_fixed (sku, placement_group?, requested?)
+        └── PartitionRecovering       partition_recovering (partition, fenced): the partition's
+                                      Redis is not verified against Postgres yet (engine.fencing)
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
 Each refusal is a dataclass: its fields are the details the API lists as problem members (a
@@ -370,6 +372,28 @@ class PlacementGroupFixed(EngineError):
         )
 
 
+@dataclass(eq=False)
+class PartitionRecovering(EngineError):
+    """The partition's Redis restarted or failed over and is not yet confirmed to be at least as
+    new as Postgres (fenced: it was found behind, and waits for a restore). Nothing was changed;
+    reads still answer, and the same request succeeds once the partition is verified."""
+
+    code = "partition_recovering"
+    partition: int
+    fenced: bool = False
+
+    def sentence(self) -> str:
+        if self.fenced:
+            return (
+                f"partition {self.partition} is fenced: its Redis is behind Postgres and sells "
+                "again once it is restored from Postgres"
+            )
+        return (
+            f"partition {self.partition} is being verified after a Redis restart or failover; "
+            "retry shortly"
+        )
+
+
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
     cls.code: cls
     for cls in (
@@ -395,6 +419,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         QuantityTooLarge,
         BackorderNotInStock,
         PlacementGroupFixed,
+        PartitionRecovering,
     )
 }
 

@@ -20,6 +20,9 @@ reservation key per partition, all with the same reservation id.
                              partition (the lowest-numbered partition it spans)
     {p<N>}:carts             sorted set: carts of this home partition in a transient state,
                              score = when the sweeper may finish them (ms)
+    {p<N>}:verified          string: run_id of the Redis server the partition was verified on
+                             (no script writes on another server: engine.fencing)
+    {p<N>}:fenced            string: why the partition is fenced (JSON), while it is
     placement:<sku>          string: the SKU's placement group ("" for none), written once when
                              the SKU is created; no hash tag, it is read before the partition
                              is known (engine.placement)
@@ -78,6 +81,14 @@ class Partition:
     @property
     def carts(self) -> str:
         return f"{self.tag}:carts"
+
+    @property
+    def verified(self) -> str:
+        return f"{self.tag}:verified"
+
+    @property
+    def fenced(self) -> str:
+        return f"{self.tag}:fenced"
 
 
 class KeySchema:

@@ -29,6 +29,7 @@ from engine.config import EngineSettings
 from engine.connection import RedisClient
 from engine.engine import request_fingerprint as _fingerprint
 from engine.errors import FlashsaleError
+from engine.fencing import adopt
 from engine.keys import KeySchema, Partition, placement
 from engine.replies import decode
 from engine.scripts import Scripts
@@ -145,16 +146,32 @@ async def restore(
     now_ms: int,
     force: bool = False,
     operations: Iterable[OperationImage] = (),
+    partition: int | None = None,
 ) -> RestoreReport:
-    """Writes the image; `stream_tops` is the newest stream id Postgres has per partition."""
+    """Writes the image; `stream_tops` is the newest stream id Postgres has per partition.
+
+    `partition`: rebuild that partition alone (its keys are cleared first; the others keep
+    selling). Every partition restored is then marked verified on this Redis server, so it
+    sells again (engine.fencing)."""
     schema = KeySchema(settings.partitions)
-    if not force and await redis_has_data(redis, schema):
+    only = None if partition is None else schema.partition(partition)
+    if only is not None:
+        await _clear_partition(redis, only)
+    elif not force and await redis_has_data(redis, schema):
         raise RedisNotEmpty("Redis still holds flashsale data: restore refuses to overwrite it")
     report = RestoreReport()
+    skus = list(skus)
     reservations = list(reservations)
-    plans = _plan(schema, skus, reservations, now_ms, settings.retention_seconds * 1000, report)
+    homes = {s.sku: _partition(schema, s.sku, s.config) for s in skus}
+    if only is not None:
+        skus = [s for s in skus if homes[s.sku] == only]
+        mine = [r for r in reservations if r.lines and homes.get(r.skus[0]) == only]
+    else:
+        mine = reservations
+    plans = _plan(schema, skus, mine, now_ms, settings.retention_seconds * 1000, report)
     await _restore_placements(redis, plans)
-    script = Scripts(redis)["restore_sku"]
+    scripts = Scripts(redis)
+    script = scripts["restore_sku"]
     for p in plans:
         part = _partition(schema, p.sku, p.config)
         customers = [[customer, *counts] for customer, counts in p.customers.items()]
@@ -175,16 +192,28 @@ async def restore(
             )
             decode(await script(keys=keys, args=args))
         report.skus += 1
-    homes = {p.sku: _partition(schema, p.sku, p.config) for p in plans}
-    await _restore_operations(
-        redis, homes, schema, operations, now_ms, settings.retention_seconds * 1000
-    )
-    await _restore_carts(
-        redis, schema, homes, reservations, now_ms, settings.retention_seconds * 1000
-    )
-    for part in schema.all():
+    retention_ms = settings.retention_seconds * 1000
+    if only is not None:
+        operations = [op for op in operations if homes.get(op.sku) == only]
+    await _restore_operations(redis, homes, schema, operations, now_ms, retention_ms)
+    await _restore_carts(redis, schema, homes, reservations, now_ms, retention_ms, only)
+    for part in schema.all() if only is None else (only,):
         await _prepare_stream(redis, part.events, stream_tops.get(part.number))
+        await adopt(scripts["fence"], part)
     return report
+
+
+async def _clear_partition(redis: RedisClient, part: Partition) -> None:
+    """Deletes the partition's keys but its event stream (the worker may still owe Postgres
+    entries of it) and its fence state (adopt replaces it once the rebuild is written)."""
+    keep = {part.events, part.verified, part.fenced}
+    doomed: list[str] = []
+    async for raw in redis.scan_iter(match=f"{part.tag}:*", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        if key not in keep:
+            doomed.append(key)
+    for n in range(0, len(doomed), CHUNK):
+        await redis.delete(*doomed[n : n + CHUNK])
 
 
 @dataclass
@@ -323,8 +352,10 @@ async def _restore_carts(
     reservations: Sequence[ReservationImage],
     now_ms: int,
     retention_ms: int,
+    only: Partition | None = None,
 ) -> None:
-    """The decision record of every cart spanning partitions, from the states of its parts.
+    """The decision record of every cart spanning partitions, from the states of its parts
+    (`only`: of the carts whose record lives in that partition).
 
     Parts in one state give the record that state. Parts that disagree were caught mid-way by
     the loss (a commit or a release between two partitions): the record is restored in the
@@ -333,9 +364,10 @@ async def _restore_carts(
     by_id: dict[str, list[tuple[int, ReservationImage]]] = {}
     for r in reservations:
         if _hash_fields(r, now_ms, retention_ms) is not None:
-            by_id.setdefault(r.id, []).append((homes[r.skus[0]].number, r))
+            if r.lines and r.skus[0] in homes:
+                by_id.setdefault(r.id, []).append((homes[r.skus[0]].number, r))
     for rid, parts in by_id.items():
-        if len(parts) < 2:
+        if len(parts) < 2 or only is not None and min(n for n, _ in parts) != only.number:
             continue
         parts.sort(key=lambda p: p[0])
         images = [r for _, r in parts]

@@ -24,9 +24,12 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline
+from redis.exceptions import ResponseError
 
 from engine.connection import ClusterClient, RedisClient
 from engine.errors import ConfigurationError
+from engine.fencing import adopt, recovering_error
+from engine.keys import Partition
 
 SCRIPTS = (
     "configure_sku",
@@ -41,6 +44,7 @@ SCRIPTS = (
     "get_reservation",
     "restore_sku",
     "cart",
+    "fence",
 )
 
 _INCLUDE = re.compile(r"""^---[ \t]*@include[ \t]+(["'])([\w-]+)\1[ \t]*$""", re.MULTILINE)
@@ -129,12 +133,57 @@ class ClusterScript:
         return await self.redis.evalsha_recovering(self.sha, keys, args)
 
 
-class Scripts:
-    """One registered script per operation, bound to a client."""
+class Guarded:
+    """A script whose `PARTITION_RECOVERING` error reply (an unverified partition, see
+    engine.fencing) is raised as PartitionRecovering. With `adopt`, an engine that has no
+    durable side to compare with marks such a partition verified and runs the call again."""
 
-    def __init__(self, redis: RedisClient, base: Path | None = None) -> None:
+    def __init__(self, inner: ScriptCall, fence: ScriptCall | None) -> None:
+        self._inner = inner
+        self._fence = fence  # set: adopt an unverified partition
+        self.script = inner.script
+
+    @property
+    def sha(self) -> str:
+        return self._inner.sha
+
+    @sha.setter
+    def sha(self, value: str) -> None:
+        self._inner.sha = value
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any | None = None,
+    ) -> Any:
+        if client is not None:  # queued in a pipeline: its caller reads the error in the results
+            return await self._inner(keys=keys, args=args, client=client)
+        for attempt in range(2):
+            try:
+                return await self._inner(keys=keys, args=args)
+            except ResponseError as exc:
+                refusal = recovering_error(exc)
+                if refusal is None:
+                    raise
+                if self._fence is None or refusal.fenced or attempt:
+                    raise refusal from None
+                await adopt(self._fence, Partition(refusal.partition))
+        raise AssertionError("unreachable")
+
+
+class Scripts:
+    """One registered script per operation, bound to a client.
+
+    `adopt_unverified`: the engine runs without a durable side (no fencing to wait for)."""
+
+    def __init__(
+        self, redis: RedisClient, base: Path | None = None, *, adopt_unverified: bool = False
+    ) -> None:
+        raw = {name: _register(redis, load_script_source(name, base)) for name in SCRIPTS}
+        fence = raw["fence"] if adopt_unverified else None
         self._scripts: dict[str, ScriptCall] = {
-            name: _register(redis, load_script_source(name, base)) for name in SCRIPTS
+            name: Guarded(script, fence) for name, script in raw.items()
         }
 
     def __getitem__(self, name: str) -> ScriptCall:

@@ -34,12 +34,22 @@
 --   the id is free again.
 --   reserving, committing and releasing are transient; to names where releasing ends.
 -- Events: none. The parts' own scripts emit every change of stock; the record changes none.
+-- Fencing: begin and decide answer a PARTITION_RECOVERING <partition> recovering|fenced error
+--   reply while the partition is not verified on this server (includes/fence.lua); get and due
+--   read and answer.
 
 --- @include "clock"
 --- @include "fail"
+--- @include "fence"
 
 local record, index = KEYS[1], KEYS[2]
 local op = ARGV[1]
+if op == 'begin' or op == 'decide' then
+  local refused = partition_refusal(record)
+  if refused then
+    return refused
+  end
+end
 local now = now_ms(ARGV[2])
 
 local function load(rid)

@@ -26,12 +26,20 @@
 -- idempotency_conflict{key}
 -- Events: restocked | adjusted | on_hand_set (data = {key, fp, answer} with an idempotency key),
 -- expired, low_stock / out_of_stock / back_in_stock
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "clock"
 --- @include "fail"
 --- @include "numbers"
 --- @include "sku_state"
 --- @include "holds"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, sku_key, holds_key, cust_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sku, loc, mode = ARGV[2], ARGV[3], ARGV[4]

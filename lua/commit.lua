@@ -22,6 +22,8 @@
 -- invalid_state{reservation_id,status},
 -- idempotency_conflict{reservation_id,order_id}
 -- Events: committed (one per location line), expired (when it finds the hold expired)
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "fail"
 --- @include "numbers"
@@ -30,6 +32,12 @@
 --- @include "holds"
 --- @include "reservation"
 --- @include "open_reservation"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit, order_id = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5]), ARGV[7]

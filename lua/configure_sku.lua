@@ -22,6 +22,8 @@
 -- quantity_too_large{sku,location,total,value,limit,detail} (a quantity past QUANTITY_LIMIT)
 -- Events: sku_configured (data = the config), on_hand_set (per location whose on_hand changed),
 -- expired, low_stock / out_of_stock / back_in_stock
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "clock"
 --- @include "fail"
@@ -29,6 +31,12 @@
 --- @include "events"
 --- @include "sku_state"
 --- @include "holds"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, skus_key, sku_key, holds_key, cust_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sku, reclaim_limit, reason, reference = ARGV[2], int_arg(ARGV[4]), ARGV[5], ARGV[6]

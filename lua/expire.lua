@@ -9,11 +9,19 @@
 -- Returns JSON {ok=1, reclaimed=n, more=0|1 (due holds remain)}
 -- Errors: none (an unknown SKU reclaims nothing)
 -- Events: expired (one per location line), low_stock / out_of_stock / back_in_stock
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "clock"
 --- @include "numbers"
 --- @include "sku_state"
 --- @include "holds"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local s = load_sku(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
 if s == nil then

@@ -21,6 +21,8 @@
 -- reclaimed), invalid_state{reservation_id,status},
 -- extension_limit{reservation_id,limit}
 -- Events: extended (one per location line, deltas 0, new expires_at), expired
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "fail"
 --- @include "numbers"
@@ -29,6 +31,12 @@
 --- @include "holds"
 --- @include "reservation"
 --- @include "open_reservation"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention = ARGV[2], int_arg(ARGV[4])

@@ -27,6 +27,8 @@
 -- backorder_not_in_stock{reservation_id,sku,location,requested,in_stock,detail}
 -- Events: fulfilled (one per location line; data = {req = ARGV[7]} with a fulfilment id), expired
 -- (when it finds a hold past its deadline)
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "fail"
 --- @include "numbers"
@@ -35,6 +37,12 @@
 --- @include "holds"
 --- @include "reservation"
 --- @include "open_reservation"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])

@@ -22,6 +22,8 @@
 -- incarnation_mismatch{reservation_id}
 -- Events: released (one per location line), expired (when it finds the hold past its deadline
 -- or reclaimed: st is then "expired" and the reclaimed part moves nothing again)
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "numbers"
 --- @include "customers"
@@ -29,6 +31,12 @@
 --- @include "holds"
 --- @include "reservation"
 --- @include "open_reservation"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream, res_key = KEYS[1], KEYS[2]
 local rid, retention, reclaim_limit = ARGV[2], int_arg(ARGV[4]), int_arg(ARGV[5])

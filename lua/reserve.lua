@@ -39,6 +39,8 @@
 -- stored answer, with the state the reservation has now (a hold past its deadline: expired), also
 -- within one batch. A SKU's state is read once per batch and kept current by every write the
 -- batch makes, so a later request sees what an earlier one took.
+-- Fencing: before any write, a PARTITION_RECOVERING <partition> recovering|fenced error reply
+--   while the partition is not verified on this server (includes/fence.lua).
 
 --- @include "clock"
 --- @include "fail"
@@ -48,6 +50,12 @@
 --- @include "events"
 --- @include "holds"
 --- @include "reservation"
+--- @include "fence"
+
+local refused = partition_refusal(KEYS[1])
+if refused then
+  return refused
+end
 
 local stream = KEYS[1]
 local ttl_min, ttl_max = int_arg(ARGV[2]), int_arg(ARGV[3])

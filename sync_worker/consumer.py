@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 
 from engine.connection import RedisClient, is_cluster
 from engine.keys import KeySchema
+from engine.scripts import load_script_source
 from engine.streams import CONSUMER_GROUP, parse_stream_id
 from sync_worker.entries import Entry
 
@@ -31,6 +32,9 @@ _CLAIM_STEPS = 10
 # On a cluster a blocking read waits on each partition alone; it is cut this short so that
 # entries arriving on one partition are not held back by the wait on the others.
 _CLUSTER_BLOCK_MS = 100
+# Sent with every read: the Postgres side writes a partition's entries only while they come from
+# the Redis server verified for it (engine.fencing, sync_worker.fencing).
+_RUN_ID = load_script_source("run_id")
 
 
 class StreamConsumer:
@@ -75,19 +79,23 @@ class StreamConsumer:
     async def _read(self, after: str, *block: Any) -> list[Entry]:
         if self.cluster:
             return await self._read_each(after, bool(block))
-        reply = await self.redis.execute_command(
-            "XREADGROUP",
-            "GROUP",
-            CONSUMER_GROUP,
-            self.consumer,
-            "COUNT",
-            self.batch,
-            *block,
-            "STREAMS",
-            *self.partition_of,
-            *[after] * len(self.partition_of),
-        )
-        return self._entries(reply)
+        streams = list(self.partition_of)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("EVAL", _RUN_ID, 1, streams[0])
+            pipe.execute_command(
+                "XREADGROUP",
+                "GROUP",
+                CONSUMER_GROUP,
+                self.consumer,
+                "COUNT",
+                self.batch,
+                *block,
+                "STREAMS",
+                *streams,
+                *[after] * len(streams),
+            )
+            run, reply = await pipe.execute()
+        return self._entries(reply, _text(run))
 
     async def _read_each(self, after: str, block: bool) -> list[Entry]:
         """One XREADGROUP per partition stream, all at once; if none has entries and the
@@ -99,23 +107,28 @@ class StreamConsumer:
 
     async def _read_streams(self, after: str, *block: Any) -> list[Entry]:
         replies = await asyncio.gather(
-            *(
-                self.redis.execute_command(
-                    "XREADGROUP",
-                    "GROUP",
-                    CONSUMER_GROUP,
-                    self.consumer,
-                    "COUNT",
-                    self.batch,
-                    *block,
-                    "STREAMS",
-                    stream,
-                    after,
-                )
-                for stream in self.partition_of
-            )
+            *(self._read_stream(stream, after, *block) for stream in self.partition_of)
         )
-        return [entry for reply in replies for entry in self._entries(reply)]
+        return [entry for entries in replies for entry in entries]
+
+    async def _read_stream(self, stream: bytes, after: str, *block: Any) -> list[Entry]:
+        # One pipeline: the run_id and the read travel on the same connection to the same node.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("EVAL", _RUN_ID, 1, stream)
+            pipe.execute_command(
+                "XREADGROUP",
+                "GROUP",
+                CONSUMER_GROUP,
+                self.consumer,
+                "COUNT",
+                self.batch,
+                *block,
+                "STREAMS",
+                stream,
+                after,
+            )
+            run, reply = await pipe.execute()
+        return self._entries(reply, _text(run))
 
     async def claim(self) -> tuple[int, list[Entry]]:
         """Takes over idle entries of other consumers; returns how many, and the deleted ones.
@@ -184,13 +197,13 @@ class StreamConsumer:
         bound = min(bounds, key=parse_stream_id, default=None)
         return None if bound is None or parse_stream_id(bound) == (0, 0) else _bytes(bound)
 
-    def _entries(self, reply: Any) -> list[Entry]:
+    def _entries(self, reply: Any, run: str) -> list[Entry]:
         entries = []
         for stream, items in reply.items() if isinstance(reply, dict) else reply or []:
             partition = self.partition_of[_bytes(stream)]
             for stream_id, fields in items:
                 # None: deleted from the stream
-                entries.append(Entry(partition, _text(stream_id), fields or []))
+                entries.append(Entry(partition, _text(stream_id), fields or [], run))
         return entries
 
 

@@ -64,6 +64,7 @@ class Entry:
     partition: int
     stream_id: str
     fields: list[bytes]
+    run: str = ""  # the run_id of the Redis server it was read from ("": not known)
 
     def as_dict(self) -> dict[bytes, bytes]:
         return dict(zip(self.fields[::2], self.fields[1::2], strict=True))

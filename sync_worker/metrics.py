@@ -52,6 +52,19 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.fenced = Gauge(
+            "flashsale_partition_fenced",
+            "1 while the partition is fenced (its Redis was found behind Postgres; restore it).",
+            labels,
+            registry=r,
+        )
+        self.unverified = Gauge(
+            "flashsale_partition_unverified",
+            "1 while the partition's Redis is not verified against Postgres (it sells nothing).",
+            labels,
+            registry=r,
+        )
+
     def observe_lag(self, lags: Sequence[PartitionLag]) -> None:
         for lag in lags:
             label = str(lag.partition)

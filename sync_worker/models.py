@@ -205,3 +205,23 @@ class DeadLetter(Base):
     fields: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # None: gone from the stream
     error: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+
+class SyncPartition(Base):
+    """Per partition: the newest stream entry Postgres holds (the partition's sequence), and the
+    Redis server process whose events may be written (the one verified not to be behind).
+
+    The worker writes a batch only while `verified_run` names the server it read the batch from,
+    and raises `high_*` in the same transaction; the check after a restart or failover locks the
+    row, so a batch read from the old server is either counted before it or refused after."""
+
+    __tablename__ = "sync_partitions"
+
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    high_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    high_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    verified_run: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None] = mapped_column(TZ)
+    fenced_at: Mapped[datetime | None] = mapped_column(TZ)
+    # What the check found: Postgres' newest stream id against the one Redis had reached.
+    fenced_reason: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

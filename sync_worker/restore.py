@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 
 from engine.config import EngineSettings
 from engine.connection import RedisClient, connect_url
+from engine.fencing import fence_status
 from engine.keys import KeySchema
 from engine.restore import (
     OperationImage,
@@ -24,8 +25,9 @@ from engine.restore import (
     SkuImage,
     restore,
 )
+from engine.scripts import Scripts
 from engine.types import Allocation, ReservationLine
-from sync_worker.db import connect, epoch_ms
+from sync_worker.db import columns, connect, epoch_ms
 
 _SKUS = "SELECT sku, partition, config FROM skus WHERE config IS NOT NULL ORDER BY sku"
 _LEVELS = "SELECT sku, location, on_hand, reserved, committed FROM inventory_levels"
@@ -71,6 +73,12 @@ WHERE t.type = 'reserved' AND t.data ? 'gen' AND t.occurred_at >= r.created_at
     AND (r.status IN ('held', 'committed') OR r.finished_at > now() - %s * interval '1 millisecond')
 """
 _DEAD = "SELECT count(*) FROM sync_dead_letters"
+_VERIFIED = """
+INSERT INTO sync_partitions AS s (partition, verified_run, verified_at)
+SELECT p, run, now() FROM unnest(%s::int[], %s::text[]) AS u(p, run)
+ON CONFLICT (partition) DO UPDATE SET verified_run = EXCLUDED.verified_run,
+    verified_at = EXCLUDED.verified_at, fenced_at = NULL, fenced_reason = NULL
+"""
 
 
 @dataclass
@@ -132,20 +140,38 @@ async def load_image(conn: AsyncConnection, settings: EngineSettings) -> Image:
 
 
 async def restore_urls(
-    settings: EngineSettings, redis_url: str, database_url: str, *, force: bool = False
+    settings: EngineSettings,
+    redis_url: str,
+    database_url: str,
+    *,
+    force: bool = False,
+    partition: int | None = None,
 ) -> RestoreReport:
     """run_restore() on connections of its own to the two servers; what it wrote and warnings."""
     async with (
         connect_url(redis_url, cluster=settings.redis_cluster) as redis,
         await connect(database_url) as conn,
     ):
-        report, _ = await run_restore(redis, conn, settings, force=force)
+        report, _ = await run_restore(redis, conn, settings, force=force, partition=partition)
     return report
 
 
 async def run_restore(
-    redis: RedisClient, conn: AsyncConnection, settings: EngineSettings, *, force: bool
+    redis: RedisClient,
+    conn: AsyncConnection,
+    settings: EngineSettings,
+    *,
+    force: bool,
+    partition: int | None = None,
 ) -> tuple[RestoreReport, Image]:
+    """Rebuilds Redis (or one partition of it) from Postgres, then records in Postgres that the
+    partitions restored are verified on this Redis server: the sync worker writes their events
+    again, and they sell again."""
+    if partition is not None and not 0 <= partition < settings.partitions:
+        raise RestoreError(
+            f"partition {partition} does not exist: FLASHSALE_PARTITIONS={settings.partitions} "
+            f"numbers them 0 to {settings.partitions - 1}"
+        )
     image = await load_image(conn, settings)
     seconds, micros = await redis.time()
     report = await restore(
@@ -157,7 +183,14 @@ async def run_restore(
         now_ms=int(seconds) * 1000 + int(micros) // 1000,
         force=force,
         operations=image.operations,
+        partition=partition,
     )
+    schema = KeySchema(settings.partitions)
+    parts = schema.all() if partition is None else (schema.partition(partition),)
+    fence = Scripts(redis)["fence"]
+    runs = [(part.number, (await fence_status(fence, part)).run) for part in parts]
+    async with conn.transaction():
+        await conn.execute(_VERIFIED, columns(runs, 2))
     if image.dead_letters:
         report.warnings.append(
             f"{image.dead_letters} stream entries sit in sync_dead_letters: Postgres (and so the "

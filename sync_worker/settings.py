@@ -14,3 +14,9 @@ class WorkerSettings(EngineSettings):
     worker_claim_idle_ms: int = Field(
         default=30_000, ge=100
     )  # a dead consumer's entries are claimed after
+    # How often every partition's Redis server is checked for a restart or failover: a
+    # partition not behind Postgres sells again within about this long after its node answers.
+    worker_fence_poll_ms: int = Field(default=200, ge=10, le=10_000)
+    # A partition found behind Postgres is rebuilt from Postgres at once, instead of waiting for
+    # `flashsale restore --partition N`. Off by default: an operator may prefer to look first.
+    auto_restore: bool = False

@@ -29,9 +29,10 @@ from engine.streams import partition_lag
 from sync_worker.consumer import StreamConsumer
 from sync_worker.db import connect
 from sync_worker.entries import Entry, PoisonEvent, Row, parse
+from sync_worker.fencing import FenceKeeper
 from sync_worker.metrics import WorkerMetrics
 from sync_worker.settings import WorkerSettings
-from sync_worker.writer import BatchResult, prepare, write_batch
+from sync_worker.writer import BatchResult, UnverifiedSource, prepare, sources_of, write_batch
 
 log = logging.getLogger("flashsale.sync")
 UPKEEP_S = 1.0  # trim and lag gauges at most this often
@@ -90,6 +91,7 @@ class SyncWorker:
         )
         self.claim_every_s = max(settings.worker_claim_idle_ms / 2000, 0.05)
         self.metrics = metrics or WorkerMetrics()
+        self.fences = FenceKeeper(redis, database_url, settings, self.metrics)
         self.stopping = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
 
@@ -103,6 +105,8 @@ class SyncWorker:
         # while this process works on the other. Those entries are pending for this consumer
         # until acknowledged, so crashing with them in hand loses nothing; stop() writes them too.
         ahead: asyncio.Task[Parsed] | None = None
+        fences = asyncio.create_task(self.fences.run(self.stopping))
+        refused = 0  # rounds in a row whose batch came from a server not verified yet
         try:
             while not self.stopping.is_set() or ahead is not None:
                 try:
@@ -128,7 +132,16 @@ class SyncWorker:
                     if now >= next_upkeep:
                         next_upkeep = now + UPKEEP_S
                         await self._upkeep()
-                    failures = 0
+                    failures = refused = 0
+                except UnverifiedSource as exc:
+                    # A restart or failover: the fence check decides about the new server first.
+                    if refused == 0:
+                        log.info("%s: waiting for the fence check", exc)
+                    refused += 1
+                    own = True
+                    await _cancel(ahead)
+                    ahead = None
+                    await self._pause(self.fences.poll_s)
                 except (RedisError, OSError) as exc:
                     if isinstance(exc, ResponseError) and "NOGROUP" not in str(exc):
                         raise
@@ -143,6 +156,8 @@ class SyncWorker:
             log.warning("stopped while a server was unavailable: the batch stays pending")
         finally:
             await _cancel(ahead)
+            self.stopping.set()
+            await fences
             await self._close()
         log.info("sync worker %s stopped", self.streams.consumer)
 
@@ -164,9 +179,10 @@ class SyncWorker:
         self, rows: list[Row], dead: list[tuple[Entry, str]], entry_of: dict[tuple[int, str], Entry]
     ) -> BatchResult:
         failures = 0
+        sources = sources_of([entry_of[row.key] for row in rows] + [e for e, _ in dead])
         while True:
             try:
-                return await write_batch(await self._connection(), rows, dead)
+                return await write_batch(await self._connection(), rows, dead, sources)
             except _DETERMINISTIC as exc:
                 if len(rows) + len(dead) > 1:
                     return await self._isolate(rows, dead, entry_of)

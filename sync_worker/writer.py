@@ -10,7 +10,7 @@ so a batch costs a handful of round trips, not one per event. Rows are written i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -18,6 +18,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import set_json_loads
 
 from engine import events
+from engine.streams import parse_stream_id
 from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
 from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
@@ -80,6 +81,48 @@ ON CONFLICT (partition, stream_id) DO NOTHING
 """
 
 
+# A batch is written only while each of its partitions is verified on the Redis server it was read
+# from (sync_worker.fencing), and it raises the partition's newest synced stream id. Rows are
+# locked in partition order, after every other lock of the batch: concurrent batches and the
+# fence check (which locks one row) never wait on each other in a cycle.
+_LOCK_PARTITIONS = """
+SELECT partition FROM sync_partitions WHERE partition = ANY(%s) ORDER BY partition FOR UPDATE
+"""
+_ADVANCE = """
+UPDATE sync_partitions AS s SET
+    high_ms = CASE WHEN (s.high_ms, s.high_seq) < (u.ms, u.seq) THEN u.ms ELSE s.high_ms END,
+    high_seq = CASE WHEN (s.high_ms, s.high_seq) < (u.ms, u.seq) THEN u.seq ELSE s.high_seq END
+FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[]) AS u(p, run, ms, seq)
+WHERE s.partition = u.p AND s.verified_run = u.run
+RETURNING s.partition
+"""
+
+Sources = dict[int, tuple[str, tuple[int, int]]]  # partition -> (run_id read from, newest id)
+
+
+class UnverifiedSource(Exception):
+    """Entries of the batch came from a Redis server Postgres does not (or no longer) accept for
+    their partition: it restarted or failed over since, and is not verified yet, or is fenced.
+    Nothing was written; the entries stay pending and are read again."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        super().__init__(f"partition(s) {partitions} not verified on the Redis server read from")
+        self.partitions = partitions
+
+
+def sources_of(entries: Iterable[Entry]) -> Sources:
+    """Per partition, the server the entries came from and the newest of them; entries whose
+    server is not known (tombstones of claimed entries) are left out."""
+    sources: Sources = {}
+    for entry in entries:
+        if entry.run:
+            pos = parse_stream_id(entry.stream_id)
+            known = sources.get(entry.partition)
+            if known is None or known[1] < pos:
+                sources[entry.partition] = (entry.run, pos)
+    return sources
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     inserted: int
@@ -95,8 +138,13 @@ async def prepare(conn: AsyncConnection) -> None:
 
 
 async def write_batch(
-    conn: AsyncConnection, rows: list[Row], dead: list[tuple[Entry, str]]
+    conn: AsyncConnection,
+    rows: list[Row],
+    dead: list[tuple[Entry, str]],
+    sources: Sources | None = None,
 ) -> BatchResult:
+    """Writes the batch in one transaction; with `sources`, only if every partition in it is
+    verified on the server its entries came from (else UnverifiedSource, nothing written)."""
     unique = {(row.partition, row.stream_id): row for row in rows}
     async with conn.transaction(), conn.cursor() as cur:
         fresh = await _insert_ledger(cur, unique)
@@ -106,7 +154,19 @@ async def write_batch(
         await reservations_sql.refresh(cur, _touched(fresh))
         if dead:
             await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
+        if sources:
+            await _advance(cur, sources)
     return BatchResult(len(fresh), len(unique) - len(fresh), len(dead))
+
+
+async def _advance(cur: AsyncCursor, sources: Sources) -> None:
+    order = sorted(sources)
+    await cur.execute(_LOCK_PARTITIONS, (order,))
+    values = [(p, sources[p][0], *sources[p][1]) for p in order]
+    await cur.execute(_ADVANCE, columns(values, 4))
+    accepted = {p for (p,) in await cur.fetchall()}
+    if len(accepted) != len(order):
+        raise UnverifiedSource([p for p in order if p not in accepted])
 
 
 async def _insert_ledger(cur: AsyncCursor, rows: dict[tuple[int, str], Row]) -> list[Row]:

@@ -22,12 +22,13 @@ TABLES = {
     "inventory_transactions",
     "reservations",
     "reservation_lines",
+    "sync_partitions",
     "sync_dead_letters",
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_cursors",
 }
-HEAD = "0003_lines_without_fk"
+HEAD = "0004_sync_partitions"
 LEDGER_ROW = """
 INSERT INTO inventory_transactions (partition, stream_id, type, sku, location, d_on_hand,
     d_reserved, d_committed, on_hand, reserved, committed, available, backordered, occurred_at)

@@ -79,6 +79,7 @@ async def test_a_redelivered_batch_changes_nothing(cfg: Settings) -> None:
     assert cfg.database_url
     client = redis.asyncio.Redis.from_url(str(cfg.redis_url))
     worker = SyncWorker(client, cfg.database_url, cfg, "once")
+    await worker.fences.check()  # run() does this on its own: Postgres accepts this Redis
     await worker.streams.ensure_groups()
     batch = await worker.streams.read_new()
     first = await worker.process(batch)

@@ -43,14 +43,26 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a Redis that still holds flashsale data.")
     ] = False,
+    partition: Annotated[
+        int | None,
+        typer.Option(
+            "--partition",
+            min=0,
+            help="Rebuild this partition alone (one found behind Postgres and fenced); the "
+            "others keep selling. Its data in Redis is replaced.",
+        ),
+    ] = None,
 ) -> None:
-    """Rebuild Redis (SKUs, levels, holds, orders) from Postgres after Redis lost its data."""
+    """Rebuild Redis (SKUs, levels, holds, orders) from Postgres after Redis lost its data, or
+    one fenced partition; what is restored sells again at once."""
     from engine.restore import RedisNotEmpty, RestoreError
     from sync_worker.restore import restore_urls
 
     settings, redis_url, database_url = services()
     try:
-        report = asyncio.run(restore_urls(settings, redis_url, database_url, force=force))
+        report = asyncio.run(
+            restore_urls(settings, redis_url, database_url, force=force, partition=partition)
+        )
     except RedisNotEmpty as exc:
         fail(f"{exc} (--force overwrites it)")
     except RestoreError as exc:
