@@ -86,6 +86,11 @@ class FenceKeeper:
                 failures += 1
                 if isinstance(exc, psycopg.Error):
                     await self.close()
+            except Exception:  # a bug here must not stop the checks: nothing would sell again
+                if failures == 0:
+                    log.exception("fence check failed; retrying")
+                failures += 1
+                await self.close()
             else:
                 if failures:
                     log.info("fence check works again after %d failed round(s)", failures)

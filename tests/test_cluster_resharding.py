@@ -14,6 +14,8 @@ from redis.exceptions import ClusterError
 
 from engine.connection import ClusterClient
 from engine.engine import ReservationEngine
+from engine.errors import PartitionRecovering
+from engine.fencing import adopt
 from engine.types import CartLine
 from tests.conftest import flush_cluster
 from tests.engine_support import check_invariants, make_engine, sku
@@ -120,6 +122,12 @@ async def test_a_partition_moved_to_another_primary_refuses_reserves_until_it_is
             assert src.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
             _assign(slot, dst, nodes)
         # MOVED sends the client to the new owner, whose NOSCRIPT makes the engine load it there.
+        # The new owner is another server process: the partition writes nothing until it has
+        # been verified there. No sync worker runs in this test to compare it with Postgres
+        # (tests/test_fencing.py has that), so it is adopted as the worker would find it.
+        with pytest.raises(PartitionRecovering):
+            await engine.reserve("after", "c3", [CartLine("hot", 1)])
+        await adopt(engine.scripts["fence"], engine.keys.for_sku("hot"))
         assert (await engine.reserve("after", "c3", [CartLine("hot", 1)])).status == "held"
         assert (await engine.commit("before", "o1")).status == "committed"
         total = (await engine.inventory("hot")).total
@@ -128,6 +136,7 @@ async def test_a_partition_moved_to_another_primary_refuses_reserves_until_it_is
         with migrating(engine.redis, key) as (slot, back_from, back_to):
             _migrate(slot, back_from, back_to)  # home again, for the other tests
             _assign(slot, back_to, nodes)
+        await adopt(engine.scripts["fence"], engine.keys.for_sku("hot"))
     finally:
         for node in nodes:
             node.close()
