@@ -112,6 +112,7 @@ def worker_status() -> None:
         fence = fence_of[row.partition]
         shown = {
             "verified": "verified",
+            "new": "new (its first write claims it)",
             "recovering": "[yellow]recovering[/yellow] (waiting for the worker)",
             "fenced": "[red]FENCED[/red] (restore it)",
         }[fence.state]
