@@ -79,7 +79,25 @@ class StreamConsumer:
     async def _read(self, after: str, *block: Any) -> list[Entry]:
         if self.cluster:
             return await self._read_each(after, bool(block))
-        streams = list(self.partition_of)
+        return await self._read_streams_of(list(self.partition_of), after, *block)
+
+    async def _read_each(self, after: str, block: bool) -> list[Entry]:
+        """One XREADGROUP per partition stream, all at once; if none has entries and the
+        caller may wait, the same with a short BLOCK."""
+        entries = await self._read_streams(after)
+        if entries or not block:
+            return entries
+        return await self._read_streams(after, "BLOCK", min(self.block_ms, _CLUSTER_BLOCK_MS))
+
+    async def _read_streams(self, after: str, *block: Any) -> list[Entry]:
+        replies = await asyncio.gather(
+            *(self._read_streams_of([stream], after, *block) for stream in self.partition_of)
+        )
+        return [entry for entries in replies for entry in entries]
+
+    async def _read_streams_of(self, streams: list[bytes], after: str, *block: Any) -> list[Entry]:
+        """One XREADGROUP with the run_id of the server answering it: both in one pipeline, so
+        on one connection to one node (on a cluster, `streams` is a single stream)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.execute_command("EVAL", _RUN_ID, 1, streams[0])
             pipe.execute_command(
@@ -93,39 +111,6 @@ class StreamConsumer:
                 "STREAMS",
                 *streams,
                 *[after] * len(streams),
-            )
-            run, reply = await pipe.execute()
-        return self._entries(reply, _text(run))
-
-    async def _read_each(self, after: str, block: bool) -> list[Entry]:
-        """One XREADGROUP per partition stream, all at once; if none has entries and the
-        caller may wait, the same with a short BLOCK."""
-        entries = await self._read_streams(after)
-        if entries or not block:
-            return entries
-        return await self._read_streams(after, "BLOCK", min(self.block_ms, _CLUSTER_BLOCK_MS))
-
-    async def _read_streams(self, after: str, *block: Any) -> list[Entry]:
-        replies = await asyncio.gather(
-            *(self._read_stream(stream, after, *block) for stream in self.partition_of)
-        )
-        return [entry for entries in replies for entry in entries]
-
-    async def _read_stream(self, stream: bytes, after: str, *block: Any) -> list[Entry]:
-        # One pipeline: the run_id and the read travel on the same connection to the same node.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command("EVAL", _RUN_ID, 1, stream)
-            pipe.execute_command(
-                "XREADGROUP",
-                "GROUP",
-                CONSUMER_GROUP,
-                self.consumer,
-                "COUNT",
-                self.batch,
-                *block,
-                "STREAMS",
-                stream,
-                after,
             )
             run, reply = await pipe.execute()
         return self._entries(reply, _text(run))

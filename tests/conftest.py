@@ -179,3 +179,14 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
     url = request.getfixturevalue("redis_cluster_url")
     flush_cluster(url)
     return RedisTarget(url, cluster=True)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test only (the test kills it), fsyncing every write so a kill loses none."""
+    server = EmbeddedRedis(tmp_path / "redis-data", appendfsync="always")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

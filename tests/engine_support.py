@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections import defaultdict
 from typing import Any
 
 from engine import LocationConfig, ReservationEngine, SkuConfig
 from engine.connection import connect_url
+from flashsale.embedded import EmbeddedRedis
+from flashsale.procs import pid_alive, wait_until
 from flashsale.settings import Settings
 
 
@@ -77,3 +82,10 @@ async def check_invariants(engine: ReservationEngine, skus: list[str]) -> None:
                 assert int(value) <= limit, (name, customer, value)
             if kind == "u":
                 assert int(value) >= held_by_customer[customer]
+
+
+def kill_redis(server: EmbeddedRedis) -> None:
+    """SIGKILL the server's process (no shutdown, no final fsync), and wait until it is gone."""
+    pid = int(json.loads(server.state_path.read_text())["pid"])
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(pid), 10)

@@ -5,12 +5,8 @@ restored; a batch read from the server that died is never written after the comp
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,14 +18,13 @@ from engine.errors import PartitionRecovering
 from engine.fencing import FenceStatus
 from engine.keys import partition_of
 from flashsale.embedded import EmbeddedRedis
-from flashsale.procs import pid_alive, wait_until
 from flashsale.settings import Settings
 from sync_worker.db import connect, libpq_url
 from sync_worker.restore import run_restore
 from sync_worker.worker import SyncWorker
 from sync_worker.writer import UnverifiedSource
 from tests.api_harness import STOREFRONT, api_settings, assert_problem, running_api
-from tests.engine_support import sku
+from tests.engine_support import kill_redis, sku
 from tests.worker_support import assert_consistent, fast, running_worker, wait_synced
 
 PARTITIONS = 4
@@ -37,25 +32,8 @@ RESUME_TARGET_S = 2.0
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test only (the test kills it), fsyncing every write so a kill loses none."""
-    server = EmbeddedRedis(tmp_path / "redis-data", appendfsync="always")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def fence_cfg(cfg: Settings, own_redis: EmbeddedRedis) -> Settings:
     return fast(cfg, redis_url=own_redis.url, partitions=PARTITIONS, worker_fence_poll_ms=50)
-
-
-def kill(server: EmbeddedRedis) -> None:
-    pid = int(json.loads(server.state_path.read_text())["pid"])
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not pid_alive(pid), 10)
 
 
 async def forget_connections(*clients: redis.asyncio.Redis) -> None:
@@ -139,7 +117,7 @@ async def test_after_a_restart_nothing_is_written_until_the_worker_compared_then
         before = await state_of(engine, part)
         last = await stream_last(engine, part)
 
-        kill(own_redis)
+        kill_redis(own_redis)
         own_redis.start()  # the same AOF, every write fsynced: nothing was lost
         await forget_connections(engine.redis)
         with pytest.raises(PartitionRecovering) as refused:
@@ -191,7 +169,7 @@ async def test_a_partition_behind_postgres_is_fenced_until_restored_and_the_rest
             await engine.commit("late", "order-late")
             await wait_synced(engine.redis, engine.keys)
 
-        kill(own_redis)
+        kill_redis(own_redis)
         put_back_aof(own_redis, tmp_path / "older")
         own_redis.start()
         await forget_connections(engine.redis)
@@ -243,7 +221,7 @@ async def test_a_batch_read_from_the_server_that_died_is_not_written_after_the_c
         await engine.reserve("r1", "c1", [CartLine("kettle", 1)])
         batch = await worker.streams.read_new()  # in hand, not yet written, when Redis dies
         assert batch
-        kill(own_redis)
+        kill_redis(own_redis)
         own_redis.start()
         await forget_connections(engine.redis, client)
         await worker.fences.check()  # the new server is compared and accepted
@@ -267,7 +245,7 @@ async def test_an_engine_without_a_durable_side_adopts_the_restarted_redis(
     engine = await engine_of(fence_cfg.model_copy(update={"fencing": False}))
     try:
         await engine.configure_sku("kettle", sku(3))
-        kill(own_redis)
+        kill_redis(own_redis)
         own_redis.start()
         await forget_connections(engine.redis)
         await engine.reserve("r1", "c1", [CartLine("kettle", 1)])
@@ -284,7 +262,7 @@ async def test_the_api_answers_503_with_retry_after_and_names_the_partition(
     async with running_api(settings) as api:
         await api.put_sku("kettle", 5)
         part = api.ctx.engine.keys.for_sku("kettle").number
-        kill(own_redis)
+        kill_redis(own_redis)
         own_redis.start()
         await forget_connections(api.ctx.engine.redis)
         response = await api.reserve(1, sku="kettle")

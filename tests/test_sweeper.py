@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,8 @@ import redis
 
 from engine import CartLine, ReservationEngine
 from flashsale.embedded import EmbeddedRedis
-from flashsale.procs import pid_alive, wait_until
-from tests.engine_support import check_invariants, make_engine, sku
+from flashsale.procs import wait_until
+from tests.engine_support import check_invariants, kill_redis, make_engine, sku
 from tests.test_cli import clean_env
 
 
@@ -42,23 +40,6 @@ async def test_one_sweep_reclaims_every_due_hold_so_the_next_buyer_is_served_at_
     held = await engine.reserve("big", "buyer", [CartLine("tee", 120)])
     assert held.status == "held"
     await check_invariants(engine, ["tee"])
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test only (the test kills it), fsyncing every write so a kill loses none."""
-    server = EmbeddedRedis(tmp_path / "redis-data", appendfsync="always")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def kill_redis(server: EmbeddedRedis) -> None:
-    pid = int(json.loads(server.state_path.read_text())["pid"])
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not pid_alive(pid), 10)
 
 
 @pytest.mark.slow
