@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from engine import events
 from engine.connection import RedisClient, connect_url
-from engine.fencing import fence_status, stream_id_text
+from engine.fencing import statuses, stream_id_text
 from engine.keys import KeySchema, Partition
 from engine.scripts import Scripts
 from engine.streams import parse_stream_id
@@ -187,15 +187,14 @@ async def _sequences(
         await cur.execute(_PG_NEWEST)
         newest = {int(p): (int(ms), int(seq)) for p, ms, seq in await cur.fetchall()}
         await conn.rollback()
-    script = Scripts(redis)["fence"]
     found = []
-    for part in schema.all():
-        status = await fence_status(script, part)
+    for status in await statuses(Scripts(redis)["fence"], schema):
         seq = PartitionSequence(
-            part.number, newest.get(part.number, (0, 0)), status.last, status.state
+            status.partition, newest.get(status.partition, (0, 0)), status.last, status.state
         )
-        unclaimed = status.marker == "" and status.last == (0, 0)  # a new Redis: its first write
-        if seq.behind or (seq.state != "verified" and not unclaimed):  # claims it
+        # No marker and a stream that never had an entry: a new Redis, claimed by its first write.
+        unclaimed = status.marker == "" and status.last == (0, 0)
+        if seq.behind or (seq.state != "verified" and not unclaimed):
             found.append(seq)
     return found
 
