@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio
 from typer.testing import CliRunner
 
+from engine.connection import connect_url
 from engine.errors import PartitionRecovering
 from engine.keys import KeySchema
 from engine.types import CartLine
@@ -19,6 +20,7 @@ from flashsale.settings import Settings
 from sync_worker import migrations
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, _entries, reconcile
+from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
 from tests.failover_support import copy_aof, kill_redis, own_redis, put_back_aof
 from tests.worker_support import (
     SKUS,
@@ -309,3 +311,21 @@ def test_a_partition_rewound_to_an_older_file_fails_reconcile_though_its_levels_
         assert out.exit_code == 1, out.output
         assert f"partition {rewound} behind Postgres" in out.output
         assert "no drift" not in out.output
+
+
+@pytest.mark.slow
+async def test_every_fence_of_a_cluster_is_read_on_a_client_not_connected_yet(
+    redis_cluster_url: str, pg_database_url: str
+) -> None:
+    """A cluster client connects to the nodes on its first calls (as the sync worker's does):
+    reading every partition's fence then works, every time."""
+    flush_cluster(redis_cluster_url)
+    migrations.upgrade(pg_database_url)
+    async with await connect(pg_database_url) as conn:
+        for _ in range(5):
+            client = connect_url(redis_cluster_url, cluster=True)
+            try:
+                result = await reconcile(client, conn, KeySchema(CLUSTER_PARTITIONS))
+            finally:
+                await client.aclose()
+            assert not result.failed and result.sequences == []
