@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,10 +229,12 @@ async def test_a_restart_from_the_same_file_loses_nothing_and_sells_again_at_onc
     try:
         windows = refusal_windows(buyers.answers, up)
         expected = acknowledged(buyers.answers)
+        outcomes = Counter(a.outcome for a in buyers.answers)
         print(
             f"\nsame file: {len(buyers.acked('reserve'))} reserves, "
-            f"{len(buyers.acked('commit'))} commits acknowledged; longest refusal after the "
-            f"restart per partition: { {p: round(s, 3) for p, s in windows.items()} } s"
+            f"{len(buyers.acked('commit'))} commits acknowledged ({dict(outcomes)}); longest "
+            f"refusal after the restart per partition: "
+            f"{ {p: round(s, 3) for p, s in windows.items()} } s; lost: none of {len(expected)}"
         )
         assert max(windows.values()) < MAX_REFUSAL_S, windows
         await assert_nothing_lost(engine, sale.settings, expected)
