@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from engine import events
 from engine.connection import RedisClient, connect_url
-from engine.fencing import statuses, stream_id_text
+from engine.fencing import PartitionState, statuses, stream_id_text
 from engine.keys import KeySchema, Partition
 from engine.scripts import Scripts
 from engine.streams import parse_stream_id
@@ -83,7 +83,7 @@ class PartitionSequence:
     partition: int
     postgres_newest: tuple[int, int]  # the newest stream id Postgres synced
     redis_last: tuple[int, int]  # the stream's last generated id on the Redis answering now
-    state: str  # its fence: "verified", "recovering" (the worker has not compared yet), "fenced"
+    state: PartitionState  # "recovering": the worker has not compared it with Postgres yet
 
     @property
     def behind(self) -> bool:
