@@ -234,10 +234,11 @@ async def test_a_restart_from_the_same_file_loses_nothing_and_sells_again_at_onc
             f"\nsame file: {len(buyers.acked('reserve'))} reserves, "
             f"{len(buyers.acked('commit'))} commits acknowledged ({dict(outcomes)}); longest "
             f"refusal after the restart per partition: "
-            f"{ {p: round(s, 3) for p, s in windows.items()} } s; lost: none of {len(expected)}"
+            f"{ {p: round(s, 3) for p, s in windows.items()} } s"
         )
         assert max(windows.values()) < MAX_REFUSAL_S, windows
         await assert_nothing_lost(engine, sale.settings, expected)
+        print(f"lost: none of {len(expected)} reservations whose every call was answered")
         await assert_stock_holds(engine, sale.settings, sale.skus)
         await assert_reconciled(engine, sale.settings)
     finally:
@@ -248,8 +249,8 @@ async def test_a_restart_from_the_same_file_loses_nothing_and_sells_again_at_onc
 class Rewind:
     buyers: Buyers
     up: float  # when the restarted server (with the older file) answered
-    fenced_at: dict[int, float]  # when each partition was seen fenced
-    resumed_at: dict[int, float]  # when each partition sold again (its restore began, for CLI)
+    fenced_at: dict[int, float]  # when the worker fenced each partition (its ERROR line)
+    resumed_at: dict[int, float]  # when each partition's restore began
     at_fence: dict[tuple[int, str], str]  # Postgres' reservations while the partitions were fenced
     before_kill: dict[tuple[int, str], str]  # what buyers had been told before the kill
 
