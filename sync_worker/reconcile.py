@@ -14,6 +14,12 @@ read only if it was trimmed after it, so each page starts at the entry the previ
 with (the first page at the snapshot's first entry): if that entry is gone, the worker trimmed
 past our position, and the partition is read again. `deep` also checks that summing the
 ledger's deltas gives the levels: a gap or a duplicate in the ledger shows there.
+
+Comparing levels cannot see a Redis that came back older than Postgres (restarted from an older
+file, a promoted replica that lagged) once the lost events cancel out, or once new writes moved
+its stream past them. So each partition's sequence is checked too: Postgres' newest synced stream
+id against the stream's last generated id, and the partition's fence (engine.fencing). A partition
+behind Postgres or fenced fails the check; one merely waiting for the worker's comparison is named.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from redis.exceptions import ResponseError
 
 from engine import events
 from engine.connection import RedisClient, connect_url
+from engine.fencing import PartitionState, statuses, stream_id_text
 from engine.keys import KeySchema, Partition
+from engine.scripts import Scripts
 from engine.streams import parse_stream_id
 from sync_worker.db import connect
 from sync_worker.entries import LINE_TYPES
@@ -52,6 +60,7 @@ PAGE_SIZE = 1000  # stream entries per XRANGE: a bounded, millisecond-scale comm
 _PG_SKUS = "SELECT sku, config, config_ms, config_seq FROM skus WHERE partition = %s"
 _PG_LEVELS = f"""SELECT sku, location, {", ".join(QUANTITIES)}, last_ms, last_seq
 FROM inventory_levels WHERE sku = ANY(%s)"""
+_PG_NEWEST = "SELECT partition, high_ms, high_seq FROM sync_partitions"
 _LEDGER_SUMS = """SELECT l.sku, l.location, l.on_hand, l.reserved, l.committed,
     coalesce(sum(t.d_on_hand), 0), coalesce(sum(t.d_reserved), 0), coalesce(sum(t.d_committed), 0)
 FROM inventory_levels l LEFT JOIN inventory_transactions t USING (sku, location)
@@ -67,6 +76,38 @@ class Drift:
     postgres: Any
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionSequence:
+    """A partition whose Redis is not known to be at least as new as Postgres."""
+
+    partition: int
+    postgres_newest: tuple[int, int]  # the newest stream id Postgres synced
+    redis_last: tuple[int, int]  # the stream's last generated id on the Redis answering now
+    state: PartitionState  # "recovering": the worker has not compared it with Postgres yet
+
+    @property
+    def behind(self) -> bool:
+        """Postgres holds events this Redis never made: it lost acknowledged writes."""
+        return self.postgres_newest > self.redis_last
+
+    @property
+    def failed(self) -> bool:
+        return self.behind or self.state == "fenced"
+
+    def describe(self) -> str:
+        ids = (
+            f"Postgres synced up to {stream_id_text(self.postgres_newest)}, "
+            f"its Redis stream is at {stream_id_text(self.redis_last)}"
+        )
+        if self.state == "fenced":
+            what = f"fenced, sells nothing until `flashsale restore --partition {self.partition}`"
+        elif self.behind:
+            what = "behind Postgres: Redis lost writes Postgres has"
+        else:
+            what = "not verified yet: the sync worker compares it after a Redis restart"
+        return f"partition {self.partition} {what} ({ids})"
+
+
 @dataclass
 class ReconcileResult:
     drifts: list[Drift] = field(default_factory=list)
@@ -76,6 +117,13 @@ class ReconcileResult:
     # Partitions where Postgres holds events newer than Redis' stream, read after read: Redis lost
     # writes it had acknowledged (a crash under appendfsync everysec/no), or the sale never paused.
     ahead: list[int] = field(default_factory=list)
+    # Partitions behind Postgres, fenced or not verified on the Redis answering (see the module).
+    sequences: list[PartitionSequence] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """A difference, or a partition whose Redis is behind Postgres or fenced."""
+        return bool(self.drifts) or any(s.failed for s in self.sequences)
 
 
 async def reconcile_urls(
@@ -106,6 +154,7 @@ async def reconcile(
     if page_size < 2:  # each page repeats the entry the previous one ended with
         raise ValueError(f"page_size must be at least 2, got {page_size}")
     result = ReconcileResult()
+    result.sequences = await _sequences(redis, conn, schema)
     for part in schema.all():
         for attempt in range(ATTEMPTS):
             final = attempt == ATTEMPTS - 1
@@ -124,6 +173,30 @@ async def reconcile(
                     if level != total:
                         result.drifts.append(Drift(sku, loc, f"ledger sum of {name}", None, total))
     return result
+
+
+async def _sequences(
+    redis: RedisClient, conn: AsyncConnection, schema: KeySchema
+) -> list[PartitionSequence]:
+    """Every partition that is behind Postgres, fenced or unverified.
+
+    Postgres is read first: each id it holds was read from a stream before, and a stream's last
+    id only grows on one server, so a sale running meanwhile cannot make a partition look behind.
+    """
+    async with conn.cursor() as cur:
+        await cur.execute(_PG_NEWEST)
+        newest = {int(p): (int(ms), int(seq)) for p, ms, seq in await cur.fetchall()}
+        await conn.rollback()
+    found = []
+    for status in await statuses(Scripts(redis)["fence"], schema):
+        seq = PartitionSequence(
+            status.partition, newest.get(status.partition, (0, 0)), status.last, status.state
+        )
+        # No marker and a stream that never had an entry: a new Redis, claimed by its first write.
+        unclaimed = status.marker == "" and status.last == (0, 0)
+        if seq.behind or (seq.state != "verified" and not unclaimed):
+            found.append(seq)
+    return found
 
 
 async def _partition(

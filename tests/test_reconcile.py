@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import redis.asyncio
 from typer.testing import CliRunner
 
+from engine.connection import connect_url
+from engine.errors import PartitionRecovering
 from engine.keys import KeySchema
 from engine.types import CartLine
 from flashsale.cli import app
 from flashsale.settings import Settings
+from sync_worker import migrations
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, _entries, reconcile
+from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
+from tests.failover_support import copy_aof, kill_redis, own_redis, put_back_aof
 from tests.worker_support import (
     SKUS,
     Load,
+    fast,
     running_worker,
     seed,
     start_engine,
@@ -104,6 +112,7 @@ async def test_redis_that_lost_acknowledged_writes_is_caught(cfg: Settings) -> N
         await engine.redis.restore(key, 0, value)  # the Redis of before r9
     result = await check(cfg)
     assert result.ahead == [engine.keys.for_sku("apple").number]
+    assert [s.partition for s in result.sequences if s.behind] == result.ahead
     assert [(d.sku, d.field, d.redis, d.postgres) for d in result.drifts] == [
         ("apple", "reserved", 0, 3)
     ]
@@ -243,3 +252,80 @@ def test_the_command_prints_the_drift_and_exits_nonzero(cfg: Settings) -> None:
     assert "cherry" in drift.output and "committed" in drift.output
     status = runner.invoke(app, ["worker", "status"], env=env)
     assert status.exit_code == 0 and "synced" in status.output
+
+
+@pytest.mark.slow
+def test_a_partition_rewound_to_an_older_file_fails_reconcile_though_its_levels_agree(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    """Redis restarted from an older append-only file. The events it lost cancel out (a hold
+    made and released), so every level still agrees with Postgres; buyers keep trying. Only the
+    partition's sequence shows it: Postgres synced an event id its Redis never reached."""
+    migrations.upgrade(pg_database_url)
+    with own_redis(tmp_path / "redis") as server:
+        assert server.url
+        url = server.url
+        cfg = fast(Settings(redis_url=url, database_url=pg_database_url, data_dir=tmp_path / "d"))
+        older = tmp_path / "older-aof"
+
+        async def sell_then_rewind() -> int:
+            engine = await start_engine(cfg)
+            async with running_worker(cfg):
+                await seed(engine)
+                await engine.reserve("r1", "c1", [CartLine("apple", 2)])
+                await engine.commit("r1", "o1")
+                await wait_synced(engine.redis, engine.keys)
+                copy_aof(server, older)
+                await engine.reserve("r2", "c2", [CartLine("apple", 3)])
+                await engine.release("r2")  # levels back to what the older file holds
+                await wait_synced(engine.redis, engine.keys)
+            await engine.aclose()
+            kill_redis(server)
+            put_back_aof(server, older)
+            assert server.start() == url
+            engine = await start_engine(cfg)
+            try:
+                for n in range(3):  # new buyers; nothing verifies the partition meanwhile
+                    try:
+                        await engine.reserve(f"n{n}", "c3", [CartLine("apple", 1)])
+                        raise AssertionError("a rewound partition sold")
+                    except PartitionRecovering:
+                        pass
+                return engine.keys.for_sku("apple").number
+            finally:
+                await engine.aclose()
+
+        rewound = asyncio.run(sell_then_rewind())
+        result = asyncio.run(check(cfg))
+        assert result.drifts == []  # the levels cannot tell
+        (behind,) = [s for s in result.sequences if s.behind]
+        assert behind.partition == rewound and behind.postgres_newest > behind.redis_last
+        assert result.failed
+
+        env = {
+            "FLASHSALE_REDIS_URL": url,
+            "FLASHSALE_DATABASE_URL": pg_database_url,
+            "FLASHSALE_PARTITIONS": str(cfg.partitions),
+        }
+        out = CliRunner().invoke(app, ["reconcile"], env=env)
+        assert out.exit_code == 1, out.output
+        assert f"partition {rewound} behind Postgres" in out.output
+        assert "no drift" not in out.output
+
+
+@pytest.mark.slow
+async def test_every_fence_of_a_cluster_is_read_on_a_client_not_connected_yet(
+    redis_cluster_url: str, pg_database_url: str
+) -> None:
+    """A cluster client connects to the nodes on its first calls (as the sync worker's does):
+    reading every partition's fence then works, every time."""
+    flush_cluster(redis_cluster_url)
+    migrations.upgrade(pg_database_url)
+    async with await connect(pg_database_url) as conn:
+        for _ in range(5):
+            client = connect_url(redis_cluster_url, cluster=True)
+            try:
+                result = await reconcile(client, conn, KeySchema(CLUSTER_PARTITIONS))
+            finally:
+                await client.aclose()
+            assert not result.failed and result.sequences == []

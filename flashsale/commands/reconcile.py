@@ -25,7 +25,8 @@ def reconcile(
         bool, typer.Option("--deep", help="Also check the ledger's deltas sum to the levels.")
     ] = False,
 ) -> None:
-    """Compare every SKU and location in Redis with Postgres; exit 1 on any difference."""
+    """Compare every SKU and location in Redis with Postgres, and each partition's stream with the
+    newest event Postgres synced; exit 1 on any difference, or a partition behind or fenced."""
     from sync_worker.reconcile import reconcile_urls
 
     settings, redis_url, database_url = services()
@@ -35,7 +36,7 @@ def reconcile(
         )
     )
     print_reconcile(result)
-    if result.drifts:
+    if result.failed:
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -75,6 +76,9 @@ def restore(
 def print_reconcile(result: ReconcileResult) -> None:
     from rich.table import Table
 
+    for seq in result.sequences:
+        colour = "red" if seq.failed else "yellow"
+        console.print(f"[{colour}]{seq.describe()}[/{colour}]")
     if result.unsynced_applied:
         console.print(f"{result.unsynced_applied} events not yet in Postgres were accounted for")
     if result.ahead:
@@ -83,7 +87,11 @@ def print_reconcile(result: ReconcileResult) -> None:
             "lost writes, or the sale kept changing; reconcile again once it is quiet[/yellow]"
         )
     if not result.drifts:
-        console.print(f"no drift: {result.skus} SKUs, {result.levels} locations agree")
+        agree = f"{result.skus} SKUs, {result.levels} locations agree"
+        if any(seq.failed for seq in result.sequences):  # levels can agree on a Redis gone back
+            console.print(f"[red]levels agree ({agree}), but Redis is not as new as Postgres[/red]")
+        else:
+            console.print(f"no drift: {agree}")
         return
     table = Table("sku", "location", "field", "redis", "postgres", title="drift")
     for d in result.drifts[:MAX_ROWS]:
