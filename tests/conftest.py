@@ -35,6 +35,7 @@ from hypothesis import settings as hypothesis_settings
 from flashsale.embedded import EmbeddedPostgres, EmbeddedRedis
 from flashsale.settings import Settings
 from sync_worker import migrations
+from tests.engine_support import redis_of_its_own
 from tests.worker_support import fast
 
 hypothesis_settings.register_profile("repeatable", derandomize=True)
@@ -184,9 +185,5 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis of this test only (the test kills it), fsyncing every write so a kill loses none."""
-    server = EmbeddedRedis(tmp_path / "redis-data", appendfsync="always")
-    server.start()
-    try:
+    with redis_of_its_own(tmp_path / "redis-data") as server:
         yield server
-    finally:
-        server.stop()

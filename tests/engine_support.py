@@ -6,6 +6,9 @@ import json
 import os
 import signal
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from engine import LocationConfig, ReservationEngine, SkuConfig
@@ -82,6 +85,17 @@ async def check_invariants(engine: ReservationEngine, skus: list[str]) -> None:
                 assert int(value) <= limit, (name, customer, value)
             if kind == "u":
                 assert int(value) >= held_by_customer[customer]
+
+
+@contextmanager
+def redis_of_its_own(data_dir: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis for one test only, fsyncing every write so a kill loses nothing it acknowledged."""
+    server = EmbeddedRedis(data_dir, appendfsync="always")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def kill_redis(server: EmbeddedRedis) -> None:

@@ -5,14 +5,10 @@ No tests here."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import shutil
-import signal
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,25 +20,7 @@ from engine.errors import EngineError, PartitionRecovering
 from engine.keys import KeySchema
 from engine.types import CartLine, LocationConfig, SkuConfig
 from flashsale.embedded import EmbeddedRedis
-from flashsale.procs import pid_alive, wait_until
 from flashsale.settings import Settings
-
-
-@contextmanager
-def own_redis(data_dir: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test only, fsyncing every write so a kill loses nothing it acknowledged."""
-    server = EmbeddedRedis(data_dir, appendfsync="always")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def kill_redis(server: EmbeddedRedis) -> None:
-    pid = int(json.loads(server.state_path.read_text())["pid"])
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not pid_alive(pid), 10)
 
 
 def _aof(server: EmbeddedRedis) -> Path:

@@ -25,12 +25,11 @@ from flashsale.settings import Settings
 from sync_worker import migrations
 from sync_worker.db import connect
 from sync_worker.reconcile import reconcile
+from tests.engine_support import kill_redis, redis_of_its_own
 from tests.failover_support import (
     Answer,
     Buyers,
     copy_aof,
-    kill_redis,
-    own_redis,
     put_back_aof,
     skus_over,
     stock,
@@ -55,7 +54,7 @@ class Sale:
 @pytest.fixture
 async def sale(pg_database_url: str, tmp_path: Path) -> AsyncIterator[Sale]:
     migrations.upgrade(pg_database_url)
-    with own_redis(tmp_path / "redis") as server:
+    with redis_of_its_own(tmp_path / "redis") as server:
         assert server.url
         settings = fast(
             Settings(redis_url=server.url, database_url=pg_database_url, data_dir=tmp_path / "data")

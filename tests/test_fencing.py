@@ -5,7 +5,6 @@ restored; a batch read from the server that died is never written after the comp
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sync_worker.worker import SyncWorker
 from sync_worker.writer import UnverifiedSource
 from tests.api_harness import STOREFRONT, api_settings, assert_problem, running_api
 from tests.engine_support import kill_redis, sku
+from tests.failover_support import copy_aof, put_back_aof
 from tests.worker_support import assert_consistent, fast, running_worker, wait_synced
 
 PARTITIONS = 4
@@ -41,24 +41,6 @@ async def forget_connections(*clients: redis.asyncio.Redis) -> None:
     would (that call's error is not what these tests are about)."""
     for client in clients:
         await client.connection_pool.disconnect()
-
-
-def aof_files(server: EmbeddedRedis) -> list[Path]:
-    """The append-only file(s): one file on Redis 6, a directory of parts on Redis 7."""
-    return [p for p in server.home.iterdir() if p.name.startswith("appendonly")]
-
-
-def copy_aof(server: EmbeddedRedis, to: Path) -> None:
-    to.mkdir()
-    for path in aof_files(server):
-        (shutil.copytree if path.is_dir() else shutil.copy2)(path, to / path.name)
-
-
-def put_back_aof(server: EmbeddedRedis, older: Path) -> None:
-    for path in aof_files(server):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for path in older.iterdir():
-        (shutil.copytree if path.is_dir() else shutil.copy2)(path, server.home / path.name)
 
 
 def skus_in_two_partitions() -> tuple[str, str]:
@@ -163,14 +145,14 @@ async def test_a_partition_behind_postgres_is_fenced_until_restored_and_the_rest
         await engine.reserve("steady", "c2", [CartLine(other, 1)])
         async with running_worker(fence_cfg):
             await wait_synced(engine.redis, engine.keys)
-            copy_aof(own_redis, tmp_path / "older")
+            copy_aof(own_redis, tmp_path / "older.aof")
             # Sold after the copy, and synced: Postgres has it, the older file does not.
             await engine.reserve("late", "c3", [CartLine(rewound, 2)])
             await engine.commit("late", "order-late")
             await wait_synced(engine.redis, engine.keys)
 
         kill_redis(own_redis)
-        put_back_aof(own_redis, tmp_path / "older")
+        put_back_aof(own_redis, tmp_path / "older.aof")
         own_redis.start()
         await forget_connections(engine.redis)
         older_last = await stream_last(engine, lost_part)

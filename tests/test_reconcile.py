@@ -21,7 +21,8 @@ from sync_worker import migrations
 from sync_worker.db import connect, libpq_url
 from sync_worker.reconcile import ReconcileResult, _entries, reconcile
 from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
-from tests.failover_support import copy_aof, kill_redis, own_redis, put_back_aof
+from tests.engine_support import kill_redis, redis_of_its_own
+from tests.failover_support import copy_aof, put_back_aof
 from tests.worker_support import (
     SKUS,
     Load,
@@ -262,7 +263,7 @@ def test_a_partition_rewound_to_an_older_file_fails_reconcile_though_its_levels_
     made and released), so every level still agrees with Postgres; buyers keep trying. Only the
     partition's sequence shows it: Postgres synced an event id its Redis never reached."""
     migrations.upgrade(pg_database_url)
-    with own_redis(tmp_path / "redis") as server:
+    with redis_of_its_own(tmp_path / "redis") as server:
         assert server.url
         url = server.url
         cfg = fast(Settings(redis_url=url, database_url=pg_database_url, data_dir=tmp_path / "d"))
