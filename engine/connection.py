@@ -18,11 +18,21 @@ partition stay on one slot; a pipeline spanning partitions is split per node by 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import EngineSettings
 from engine.errors import ConfigurationError
@@ -90,6 +100,49 @@ class ClusterClient(RedisCluster):
                 await self.load_script_on_node(sha, keys[0])
         raise AssertionError("unreachable")
 
+    async def on_slot_node(self, key: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Runs `commands` in order on one connection of the primary owning `key`'s slot, and
+        returns each reply or error. Unlike a cluster pipeline, a keyless command among them (a
+        WAIT) goes to that same node. After a redirection, a cluster still electing a primary or
+        a broken connection, the topology is read again and all of them run again: every command
+        given here is a script call that answers a repeat from its idempotency record, or a
+        WAIT."""
+        attempts = self.retry.get_retries() + 1
+        for attempt in range(attempts):
+            if self._initialize:
+                await self.initialize()
+            node = self.get_node_from_key(key)
+            if node is None:
+                raise SlotNotCoveredError(f"no primary serves the slot of {key!r}")
+            queued = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
+            try:
+                async with self._pipelines:
+                    await node.execute_pipeline(queued)
+                failure = next((c.result for c in queued if _is_topology(c.result)), None)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                failure = exc
+            if failure is None:
+                return [c.result for c in queued]
+            if attempt == attempts - 1:
+                raise failure
+            await self._after(failure, node)
+        raise AssertionError("unreachable")
+
+    async def _after(self, failure: BaseException, node: ClusterNode) -> None:
+        """What redis-py's own command path does after `failure`, before trying again."""
+        if isinstance(failure, MovedError):
+            await self.nodes_manager.move_slot(failure)
+        elif isinstance(failure, RedisConnectionError | RedisTimeoutError):
+            node.update_active_connections_for_reconnect()
+            await node.disconnect_free_connections()
+            self._initialize = True
+            await asyncio.sleep(0.25)
+        elif isinstance(failure, ClusterDownError | SlotNotCoveredError):
+            self._initialize = True
+            await asyncio.sleep(0.25)
+        else:  # ASK or TRYAGAIN: the slot is migrating; it settles within moments
+            await asyncio.sleep(0.05)
+
     async def load_script_on_node(self, sha: str, key: Any) -> None:
         source = self.script_sources.get(sha)
         if source is None:
@@ -132,3 +185,17 @@ class _ScriptPipeline(ClusterPipeline):
                 if isinstance(result, Exception):
                     raise result
         return results
+
+
+def _is_topology(result: Any) -> bool:
+    """A reply saying the command reached the wrong node, or no node: try it again elsewhere."""
+    return isinstance(
+        result,
+        MovedError
+        | AskError
+        | TryAgainError
+        | ClusterDownError
+        | SlotNotCoveredError
+        | RedisConnectionError
+        | RedisTimeoutError,
+    )
