@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api.openapi import allowed_methods
-from api.problems import ApiProblem, engine_problem, problem
+from api.problems import STATUS_BY_ERROR, ApiProblem, engine_problem, problem
 from engine.errors import EngineError
 from engine.types import ID_PATTERN
 from engine.validation import ID_RULE
@@ -36,7 +36,7 @@ def install(app: FastAPI, on_refusal: Callable[[str], None]) -> None:
         assert isinstance(exc, EngineError)
         on_refusal(exc.code)
         response = engine_problem(exc)
-        if response.status_code >= 500:
+        if type(exc) not in STATUS_BY_ERROR:  # a refusal the API does not know: a bug
             log.error("unexpected engine error on %s: %s", request.url.path, exc)
         return response
 

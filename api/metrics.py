@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from engine.fencing import FenceStatus
 from engine.streams import PartitionLag
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,7 +66,7 @@ class Metrics:
             child = self._refused[code] = self.refusals.labels(code)
         child.inc()
 
-    def render(self, lag: Sequence[PartitionLag]) -> bytes:
+    def render(self, lag: Sequence[PartitionLag], states: Sequence[FenceStatus] = ()) -> bytes:
         if _multiprocess_mode():
             from prometheus_client import multiprocess
 
@@ -74,14 +75,15 @@ class Metrics:
         else:
             registry = self.registry
         text = generate_latest(registry)
-        return text + generate_latest(_one_off(_LagCollector(lag)))
+        return text + generate_latest(_one_off(_LagCollector(lag, states)))
 
 
 class _LagCollector(Collector):
     """The sync worker's backlog per partition stream, as read for this scrape."""
 
-    def __init__(self, lag: Sequence[PartitionLag]) -> None:
+    def __init__(self, lag: Sequence[PartitionLag], states: Sequence[FenceStatus]) -> None:
         self.lag = lag
+        self.states = states
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         families = {
@@ -105,6 +107,22 @@ class _LagCollector(Collector):
             families["pending"].add_metric(label, row.pending)
             families["age"].add_metric(label, row.oldest_unsynced_age_ms / 1000)
         yield from families.values()
+        # The same names the sync worker exports: a dashboard reads either process.
+        fenced = GaugeMetricFamily(
+            "flashsale_partition_fenced",
+            "1 while the partition is fenced (its Redis was found behind Postgres; restore it).",
+            labels=["partition"],
+        )
+        unverified = GaugeMetricFamily(
+            "flashsale_partition_unverified",
+            "1 while the partition's Redis is not verified against Postgres (it sells nothing).",
+            labels=["partition"],
+        )
+        for st in self.states:
+            label = [str(st.partition)]
+            fenced.add_metric(label, 1 if st.state == "fenced" else 0)
+            unverified.add_metric(label, 0 if st.verified else 1)
+        yield from (fenced, unverified)
 
 
 def _one_off(collector: Collector) -> CollectorRegistry:

@@ -48,7 +48,13 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     errors.TooManyHolds: 409,
     errors.ReservationExpired: 410,
     errors.IncarnationMismatch: 403,  # answered as a token mismatch (engine_problem)
+    # Not the client's fault and not final: the same request succeeds once the partition's
+    # Redis is verified (Retry-After), or, fenced, once an operator restored it.
+    errors.PartitionRecovering: 503,
 }
+# Seconds a client should wait before retrying a refusal that lifts by itself.
+RETRY_AFTER: dict[type[EngineError], str] = {errors.PartitionRecovering: "1"}
+FENCED_RETRY_AFTER = "30"  # a fenced partition waits for a restore: minutes, not a moment
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
 
@@ -77,6 +83,7 @@ TITLES: dict[str, str] = {
     "backorder_not_in_stock": "Backorder not in stock",
     "placement_group_fixed": "Placement group fixed",
     "incarnation_mismatch": "Token for an earlier reservation",
+    "partition_recovering": "Partition recovering",
     # the API's own
     "unauthenticated": "Unauthenticated",
     "forbidden": "Forbidden",
@@ -195,5 +202,9 @@ def engine_problem(exc: EngineError) -> ProblemResponse:
     status = STATUS_BY_ERROR.get(type(exc), 500)
     details = exc.details
     details.pop("detail", None)  # the sentence carries it; a member would repeat it
+    retry_after = RETRY_AFTER.get(type(exc))
+    if isinstance(exc, errors.PartitionRecovering) and exc.fenced:
+        retry_after = FENCED_RETRY_AFTER
+    headers = {"Retry-After": retry_after} if retry_after else None
     # The same sentence the CLI prints: each refusal class words its own.
-    return problem(status, exc.code, str(exc), extra=details)
+    return problem(status, exc.code, str(exc), headers=headers, extra=details)

@@ -39,7 +39,8 @@ from engine.errors import (
     ReservationNotFound,
     UnknownSku,
 )
-from engine.fencing import recovering_error
+from engine.fencing import FenceStatus, recovering_error
+from engine.fencing import statuses as fence_statuses
 from engine.keys import KeySchema, Partition
 from engine.placement import Placements
 from engine.replication import ReplicaAck
@@ -123,6 +124,10 @@ class ReservationEngine:
         except UnknownSku:
             return True
         return True
+
+    async def partition_states(self) -> Sequence[FenceStatus]:
+        """Each partition's fence status as its Redis server sees it (engine.fencing)."""
+        return await fence_statuses(self.scripts["fence"], self.keys)
 
     # ---- SKU administration -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from redis.exceptions import ResponseError
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.scripts import ScriptCall
 
 RECOVERING = "PARTITION_RECOVERING"
+PartitionState = Literal["verified", "recovering", "fenced"]
 
 
 def recovering_error(exc: BaseException) -> PartitionRecovering | None:
@@ -69,7 +70,7 @@ class FenceStatus:
         return self.marker == self.run
 
     @property
-    def state(self) -> str:
+    def state(self) -> PartitionState:
         """ "verified", "fenced" or "recovering" (waiting for the worker's comparison)."""
         if self.verified:
             return "verified"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
 
@@ -11,6 +13,7 @@ from api.openapi import problem_responses
 from api.problems import ApiProblem
 from api.routes.webhooks import dispatcher_lag
 from api.schemas.ops import HealthOut, PartitionLagOut, ReadyOut
+from engine.fencing import FenceStatus
 from engine.streams import PartitionLag, partition_lag
 
 router = APIRouter(tags=["operations"])
@@ -22,6 +25,7 @@ _METRICS_EXAMPLE = (
     'flashsale_http_requests_total{method="POST",route="/v1/reservations",status="201"} 1042.0\n'
     'flashsale_engine_refusals_total{code="insufficient_stock"} 17.0\n'
     'flashsale_stream_oldest_unsynced_age_seconds{partition="0"} 0.012\n'
+    'flashsale_partition_fenced{partition="0"} 0.0\n'
 )
 
 
@@ -63,8 +67,9 @@ async def _probe(ctx: ApiContext) -> ReadyOut:
     webhooks_lag = await dispatcher_lag(ctx) if checks.get("postgres") == "ok" else None
     try:
         lag = await _lag(ctx) if checks["redis"] == "ok" else []
+        states = {s.partition: s.state for s in await _states(ctx)} if lag else {}
     except RedisError as exc:  # gone between the two calls
-        checks["redis"], lag = f"unavailable: {type(exc).__name__}", []
+        checks["redis"], lag, states = f"unavailable: {type(exc).__name__}", [], {}
     oldest = max((row.oldest_unsynced_age_ms for row in lag), default=0)
     checks["worker"] = "ok" if oldest <= MAX_SYNC_LAG_MS else f"lagging {oldest // 1000} s"
     partitions = [
@@ -73,6 +78,7 @@ async def _probe(ctx: ApiContext) -> ReadyOut:
             length=row.length,
             pending=row.pending,
             oldest_unsynced_age_ms=row.oldest_unsynced_age_ms,
+            state=states.get(row.partition),
         )
         for row in lag
     ]
@@ -82,6 +88,8 @@ async def _probe(ctx: ApiContext) -> ReadyOut:
         checks=checks,
         partitions=partitions,
         webhooks_lag_seconds=webhooks_lag,
+        fenced=sorted(p for p, state in states.items() if state == "fenced"),
+        recovering=sorted(p for p, state in states.items() if state == "recovering"),
     )
 
 
@@ -99,10 +107,15 @@ async def metrics(ctx: Ctx) -> Response:
     """Prometheus: requests by route and status, latency, engine refusals, stream lag."""
     try:
         lag = await _lag(ctx)
+        states = await _states(ctx)
     except RedisError:
-        lag = []  # the request metrics are still worth a scrape while Redis is away
-    return Response(ctx.metrics.render(lag), media_type=CONTENT_TYPE)
+        lag, states = [], []  # the request metrics are still worth a scrape while Redis is away
+    return Response(ctx.metrics.render(lag, states), media_type=CONTENT_TYPE)
 
 
 async def _lag(ctx: ApiContext) -> list[PartitionLag]:
     return await partition_lag(ctx.engine.redis, ctx.engine.keys)
+
+
+async def _states(ctx: ApiContext) -> Sequence[FenceStatus]:
+    return await ctx.engine.partition_states()

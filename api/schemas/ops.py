@@ -18,6 +18,12 @@ class PartitionLagOut(BaseModel):
     length: int = Field(description="Entries in the partition stream.")
     pending: int = Field(description="Delivered to the sync worker, not yet acknowledged.")
     oldest_unsynced_age_ms: int = Field(description="Age of the oldest unsynced event (0: none).")
+    state: Literal["verified", "recovering", "fenced"] | None = Field(
+        None,
+        description="verified: sells; recovering: its Redis restarted or failed over and waits "
+        "for the sync worker's comparison with Postgres; fenced: found behind Postgres, sells "
+        "nothing until `flashsale restore --partition N`. null: unknown.",
+    )
 
 
 class ReadyOut(BaseModel):
@@ -28,9 +34,17 @@ class ReadyOut(BaseModel):
                     "status": "ready",
                     "checks": {"redis": "ok", "postgres": "ok", "worker": "ok"},
                     "partitions": [
-                        {"partition": 0, "length": 12, "pending": 0, "oldest_unsynced_age_ms": 0}
+                        {
+                            "partition": 0,
+                            "length": 12,
+                            "pending": 0,
+                            "oldest_unsynced_age_ms": 0,
+                            "state": "verified",
+                        }
                     ],
                     "webhooks_lag_seconds": 0.0,
+                    "fenced": [],
+                    "recovering": [],
                 }
             ]
         }
@@ -43,4 +57,14 @@ class ReadyOut(BaseModel):
         None,
         description="How far the webhook dispatcher is behind the ledger (null: unknown). "
         "Informational: it does not make the API unready.",
+    )
+    fenced: list[int] = Field(
+        default_factory=list,
+        description="Partitions fenced (behind Postgres; restore them). Informational: the "
+        "other partitions keep selling, so it does not make the API unready.",
+    )
+    recovering: list[int] = Field(
+        default_factory=list,
+        description="Partitions waiting for their Redis to be verified after a restart or "
+        "failover (normally for well under 2 s). Informational, as `fenced`.",
     )

@@ -14,7 +14,8 @@ import logging
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -82,27 +83,50 @@ def worker_run(
 
 @worker_app.command("status")
 def worker_status() -> None:
-    """Show each partition stream's length, pending entries and oldest unsynced event."""
+    """Show each partition stream's length, pending entries and oldest unsynced event, and
+    whether its Redis is verified against Postgres (exit 1 when a partition is fenced)."""
     from rich.table import Table
 
     from engine.connection import connect_url
+    from engine.fencing import FenceStatus, statuses
     from engine.keys import KeySchema
-    from engine.streams import partition_lag
+    from engine.scripts import Scripts
+    from engine.streams import PartitionLag, partition_lag
 
     settings, redis_url, _ = services()
 
-    async def lag() -> list[Any]:
+    async def read() -> tuple[list[PartitionLag], Sequence[FenceStatus]]:
         async with connect_url(redis_url, cluster=settings.redis_cluster) as redis:
-            return await partition_lag(redis, KeySchema(settings.partitions))
+            schema = KeySchema(settings.partitions)
+            lag = await partition_lag(redis, schema)
+            return lag, await statuses(Scripts(redis)["fence"], schema)
 
-    table = Table("partition", "length", "pending", "oldest unsynced", "state")
-    for row in asyncio.run(lag()):
+    lags, fences = asyncio.run(read())
+    fence_of = {st.partition: st for st in fences}
+    table = Table("partition", "length", "pending", "oldest unsynced", "state", "redis")
+    for row in lags:
         age = f"{row.oldest_unsynced_age_ms / 1000:.1f} s" if row.oldest_unsynced_age_ms else "-"
         state = "synced" if row.synced else "behind"
         if not row.group_exists:
             state = "no worker has run"
-        table.add_row(str(row.partition), str(row.length), str(row.pending), age, state)
+        fence = fence_of[row.partition]
+        shown = {
+            "verified": "verified",
+            "recovering": "[yellow]recovering[/yellow] (waiting for the worker)",
+            "fenced": "[red]FENCED[/red] (restore it)",
+        }[fence.state]
+        table.add_row(str(row.partition), str(row.length), str(row.pending), age, state, shown)
     console.print(table)
+    fenced = [st for st in fences if st.state == "fenced"]
+    for st in fenced:
+        why = st.fenced or {}
+        console.print(
+            f"[red]partition {st.partition} is fenced[/red]: Postgres holds events up to "
+            f"{why.get('postgres_newest', '?')}, its Redis only up to "
+            f"{why.get('redis_last', '?')}; run `flashsale restore --partition {st.partition}`"
+        )
+    if fenced:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @db_app.command("upgrade")
