@@ -9,7 +9,7 @@ import httpx
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.problems import ENGINE_STATUS
+from api.problems import ENGINE_STATUS, RETRY_AFTER, STATUS_BY_ERROR
 from engine.errors import ERRORS_BY_CODE, UnknownSku
 from tests.api_harness import (
     ADMIN,
@@ -35,7 +35,11 @@ async def api(
 
 def test_every_engine_error_code_has_a_client_status() -> None:
     assert set(ERRORS_BY_CODE) == set(ENGINE_STATUS)
-    assert all(400 <= status < 500 for status in ENGINE_STATUS.values())
+    # 503 only for a refusal that lifts by itself, with the Retry-After it is answered with.
+    assert all(
+        400 <= status < 500 or (status == 503 and cls in RETRY_AFTER)
+        for cls, status in STATUS_BY_ERROR.items()
+    )
 
 
 async def test_a_refusal_carries_the_engine_details_as_members(api: Api) -> None:

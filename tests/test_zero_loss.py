@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio
 
+from api.problems import engine_problem
 from engine import CartLine, ReservationEngine
 from engine import errors as e
 from flashsale.redis_replica import ChildRedis
@@ -183,3 +185,11 @@ def _wait_linked(replica: ChildRedis) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_api_answers_not_replicated_with_503_and_retry_after() -> None:
+    response = engine_problem(e.NotReplicated(partition=1, replicas=0, required=1))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    body = orjson.loads(response.body)
+    assert (body["code"], body["title"]) == ("not_replicated", "Not replicated")
+    assert (body["partition"], body["replicas"], body["required"]) == (1, 0, 1)
