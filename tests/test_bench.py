@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flashsale.cli import app
+from flashsale.commands.bench import bench_settings
 from flashsale.local_stack import served_api
 from flashsale.redis_cluster import PRIMARIES, REPLICAS_PER_PRIMARY
 from flashsale.redis_replica import ChildRedis
@@ -187,3 +188,11 @@ def test_bench_cluster_adds_the_cluster_rows_and_ratios_to_the_json(
     # A cart across two partitions costs a script call per partition for reserve and commit.
     assert across["evalsha_per_cart"] > within["evalsha_per_cart"]
     assert "Redis Cluster (3 primaries + 3 replicas, 16 partitions" in outcome.output
+
+
+def test_the_bench_takes_its_own_restarted_redis_as_it_is(tmp_path: Path) -> None:
+    settings = Settings(redis_url=None, database_url=None, data_dir=tmp_path)
+    # Its own Redis, restarted from its AOF by an earlier run, has no worker to verify it.
+    assert bench_settings(settings, None, None).fencing is False
+    # A Redis named on the command line keeps the fencing it was given.
+    assert bench_settings(settings, "redis://127.0.0.1:1/0", None).fencing is True

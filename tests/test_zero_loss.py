@@ -18,9 +18,11 @@ import redis.asyncio
 from api.problems import engine_problem
 from engine import CartLine, ReservationEngine
 from engine import errors as e
+from engine.connection import ClusterClient
 from flashsale.redis_replica import ChildRedis
 from flashsale.settings import Settings
-from tests.engine_support import check_invariants, sku
+from tests.conftest import flush_cluster
+from tests.engine_support import check_invariants, make_engine, sku
 
 TIMEOUT_MS = 300
 
@@ -193,3 +195,57 @@ def test_the_api_answers_not_replicated_with_503_and_retry_after() -> None:
     body = orjson.loads(response.body)
     assert (body["code"], body["title"]) == ("not_replicated", "Not replicated")
     assert (body["partition"], body["replicas"], body["required"]) == (1, 0, 1)
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_the_call_still_waits(
+    pair: Pair, engine: ReservationEngine
+) -> None:
+    await engine.redis.script_flush()  # as a restarted or promoted server has none
+    await engine.redis.config_resetstat()
+    await engine.reserve("r1", "c1", [CartLine("tee", 1)])
+    stats = await engine.redis.info("commandstats")
+    assert stats["cmdstat_wait"]["calls"] == 2  # the refused round, then the one that ran
+    assert await _on_replica(pair, engine, "r1", "tee")
+
+
+@pytest.mark.slow
+async def test_on_a_cluster_the_wait_goes_to_the_primary_of_the_call(
+    redis_cluster_url: str,
+) -> None:
+    flush_cluster(redis_cluster_url)
+    engine = await make_engine(
+        redis_cluster_url, cluster=True, fencing=False, redis_min_replicas_ack=1
+    )
+    try:
+        assert isinstance(engine.redis, ClusterClient)
+        names = [f"sku-{i}" for i in range(12)]
+        for name in names:
+            await engine.configure_sku(name, sku(5))
+        victim = engine.redis.get_node_from_key(engine.keys.for_sku(names[0]).skus)
+        assert victim is not None
+        primaries = engine.redis.get_primaries()
+        await engine.redis.config_resetstat(target_nodes=primaries)
+        await engine.redis.execute_command("SCRIPT FLUSH", target_nodes=victim)
+        on_victim = [n for n in names if _owner(engine, n) == victim]
+        for i, name in enumerate(on_victim):
+            await engine.reserve(f"r{i}", "c1", [CartLine(name, 1)])
+        stats = await engine.redis.info("commandstats", target_nodes=primaries)
+        waits = {node: info.get("cmdstat_wait", {}).get("calls", 0) for node, info in stats.items()}
+        evalshas = {
+            node: info.get("cmdstat_evalsha", {}).get("calls", 0) for node, info in stats.items()
+        }
+        # Every WAIT went where its script ran: none on the other primaries.
+        assert waits[victim.name] >= len(on_victim), waits
+        assert all(waits[n] <= evalshas[n] for n in waits), (waits, evalshas)
+        assert sum(waits.values()) == waits[victim.name], waits
+        await engine.redis.execute_command("SCRIPT FLUSH", target_nodes=victim)
+        engine.clock_offset_ms = 3_600_000 * 2
+        assert await engine.sweep() == len(on_victim)  # a pipeline per partition, one WAIT each
+        await check_invariants(engine, names)
+    finally:
+        await engine.aclose()
+
+
+def _owner(engine: ReservationEngine, name: str) -> object:
+    assert isinstance(engine.redis, ClusterClient)
+    return engine.redis.get_node_from_key(engine.keys.for_sku(name).skus)
