@@ -51,9 +51,14 @@ STATUS_BY_ERROR: dict[type[EngineError], int] = {
     # Not the client's fault and not final: the same request succeeds once the partition's
     # Redis is verified (Retry-After), or, fenced, once an operator restored it.
     errors.PartitionRecovering: 503,
+    # Zero-loss mode: too few replicas confirmed the write; retrying the same request replays it.
+    errors.NotReplicated: 503,
 }
 # Seconds a client should wait before retrying a refusal that lifts by itself.
-RETRY_AFTER: dict[type[EngineError], str] = {errors.PartitionRecovering: "1"}
+RETRY_AFTER: dict[type[EngineError], str] = {
+    errors.PartitionRecovering: "1",
+    errors.NotReplicated: "1",
+}
 FENCED_RETRY_AFTER = "30"  # a fenced partition waits for a restore: minutes, not a moment
 # The same table by the code the problem documents carry.
 ENGINE_STATUS: dict[str, int] = {cls.code: status for cls, status in STATUS_BY_ERROR.items()}
@@ -84,6 +89,7 @@ TITLES: dict[str, str] = {
     "placement_group_fixed": "Placement group fixed",
     "incarnation_mismatch": "Token for an earlier reservation",
     "partition_recovering": "Partition recovering",
+    "not_replicated": "Not replicated",
     # the API's own
     "unauthenticated": "Unauthenticated",
     "forbidden": "Forbidden",

@@ -106,6 +106,15 @@ class EngineSettings(BaseModel):
     # Postgres (after any restart or failover; engine.fencing). False: no worker compares, as for
     # an engine embedded without Postgres; a partition found unverified is adopted as it is.
     fencing: bool = True
+    # Zero-loss mode: a write is acknowledged only once this many replicas confirmed it (WAIT on
+    # the script's connection). 0 = off: a write lost in a failover before it reached a replica
+    # is lost unless the sync worker already had it.
+    redis_min_replicas_ack: int = Field(default=0, ge=0, le=16)
+    # How long a write waits for those replicas before it is answered NotReplicated. A healthy
+    # replica confirms in well under a millisecond on one network (a few ms across zones); one
+    # second is far above that, yet short enough that a buyer's request fails fast, not at its
+    # client's timeout, while a replica is down. Never 0: WAIT 0 would block forever.
+    redis_replicas_ack_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     redis_max_connections: int = Field(default=64, ge=1)
     reserve_batch_max: int = Field(default=64, ge=1, le=1000)  # reserve requests per script call
     # Per partition and process; 1 = strict arrival order across batches, 2 = +40% throughput.

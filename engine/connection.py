@@ -18,11 +18,22 @@ partition stay on one slot; a pipeline spanning partitions is split per node by 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.config import EngineSettings
 from engine.errors import ConfigurationError
@@ -71,7 +82,7 @@ class ClusterClient(RedisCluster):
         self.script_sources: dict[str, bytes] = {}  # sha -> source, filled by engine.scripts
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._commands:
+        async with self._commands, _closed_under_us():
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
@@ -89,6 +100,56 @@ class ClusterClient(RedisCluster):
                     raise
                 await self.load_script_on_node(sha, keys[0])
         raise AssertionError("unreachable")
+
+    async def on_slot_node(self, key: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Runs `commands` in order on one connection of the primary owning `key`'s slot, and
+        returns each reply or error. Unlike a cluster pipeline, a keyless command among them (a
+        WAIT) goes to that same node. After a redirection, a cluster still electing a primary or
+        a broken connection, the topology is read again and all of them run again: every command
+        given here is a script call that answers a repeat from its idempotency record, or a
+        WAIT."""
+        attempts = self.retry.get_retries() + 1
+        last_failed: str | None = None  # a node that did not answer: not the next default
+        for attempt in range(attempts):
+            node: ClusterNode | None = None
+            try:
+                if self._initialize:
+                    await self.initialize(last_failed_node_name=last_failed)
+                node = self.get_node_from_key(key)
+                if node is None:
+                    raise SlotNotCoveredError(f"no primary serves the slot of {key!r}")
+                queued = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
+                async with self._pipelines, _closed_under_us():
+                    await node.execute_pipeline(queued)
+                for c in queued:
+                    c.result = _as_outage(c.result)
+                failure = next((c.result for c in queued if _is_topology(c.result)), None)
+            except (RedisConnectionError, RedisTimeoutError, SlotNotCoveredError) as exc:
+                failure = exc
+            if failure is None:
+                return [c.result for c in queued]
+            if attempt == attempts - 1:
+                raise failure
+            if node is not None and isinstance(failure, RedisConnectionError | RedisTimeoutError):
+                last_failed = node.name
+            await self._after(failure, node)
+        raise AssertionError("unreachable")
+
+    async def _after(self, failure: BaseException, node: ClusterNode | None) -> None:
+        """What redis-py's own command path does after `failure`, before trying again."""
+        if isinstance(failure, MovedError):
+            await self.nodes_manager.move_slot(failure)
+        elif isinstance(failure, RedisConnectionError | RedisTimeoutError):
+            if node is not None:
+                node.update_active_connections_for_reconnect()
+                await node.disconnect_free_connections()
+            self._initialize = True
+            await asyncio.sleep(0.25)
+        elif isinstance(failure, ClusterDownError | SlotNotCoveredError):
+            self._initialize = True
+            await asyncio.sleep(0.25)
+        else:  # ASK or TRYAGAIN: the slot is migrating; it settles within moments
+            await asyncio.sleep(0.05)
 
     async def load_script_on_node(self, sha: str, key: Any) -> None:
         source = self.script_sources.get(sha)
@@ -117,8 +178,9 @@ class _ScriptPipeline(ClusterPipeline):
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         queued = self._queued
-        async with self._client._pipelines:
+        async with self._client._pipelines, _closed_under_us():
             results: list[Any] = await super().execute(False, allow_redirections)
+        results = [_as_outage(result) for result in results]
         for i, result in enumerate(results):
             if isinstance(result, NoScriptError) and queued[i][0] == "EVALSHA":
                 _, sha, count, *rest = queued[i]
@@ -132,3 +194,35 @@ class _ScriptPipeline(ClusterPipeline):
                 if isinstance(result, Exception):
                     raise result
         return results
+
+
+@asynccontextmanager
+async def _closed_under_us() -> AsyncIterator[None]:
+    """redis-py's cluster client, on a CLUSTERDOWN (a failover under way), closes every
+    connection of every node, those other tasks are using included: their next write then
+    fails with AttributeError (no stream writer). It is the outage, and is raised as one."""
+    try:
+        yield
+    except AttributeError as exc:
+        raise _as_outage(exc) from exc
+
+
+def _as_outage(result: Any) -> Any:
+    """A pipeline's reply, with such an AttributeError turned into the ConnectionError it is."""
+    if isinstance(result, AttributeError):
+        return RedisConnectionError(f"connection closed while in use ({result})")
+    return result
+
+
+def _is_topology(result: Any) -> bool:
+    """A reply saying the command reached the wrong node, or no node: try it again elsewhere."""
+    return isinstance(
+        result,
+        MovedError
+        | AskError
+        | TryAgainError
+        | ClusterDownError
+        | SlotNotCoveredError
+        | RedisConnectionError
+        | RedisTimeoutError,
+    )

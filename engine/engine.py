@@ -34,6 +34,7 @@ from engine.errors import (
     IdempotencyConflict,
     InsufficientStock,
     InvalidRequest,
+    NotReplicated,
     OverFulfil,
     ReservationNotFound,
     UnknownSku,
@@ -42,6 +43,7 @@ from engine.fencing import FenceStatus, recovering_error
 from engine.fencing import statuses as fence_statuses
 from engine.keys import KeySchema, Partition
 from engine.placement import Placements
+from engine.replication import ReplicaAck
 from engine.replies import StaleKeys, decode, level_of, reservation_of, snapshot_of
 from engine.scripts import Scripts
 from engine.sold_out import SoldOutMarks
@@ -74,7 +76,10 @@ class ReservationEngine:
         self.keys = KeySchema(self.settings.partitions)
         self.placements = Placements(redis, self.keys)
         self.scripts = Scripts(
-            redis, self.settings.lua_dir, adopt_unverified=not self.settings.fencing
+            redis,
+            self.settings.lua_dir,
+            adopt_unverified=not self.settings.fencing,
+            ack=ReplicaAck.of(self.settings),
         )
         self._clock_offset_ms = 0
         # reservation id -> its parts, by partition number; a reservation's SKUs never change,
@@ -602,13 +607,7 @@ class ReservationEngine:
                 cursor, members = await self.redis.sscan(part.skus, cursor, count=batch)
                 pending = [m.decode() if isinstance(m, bytes) else m for m in members]
                 while pending:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for sku in pending:
-                            keys, args = calls.expire_call(
-                                part, sku, self.settings, self.clock_offset_ms
-                            )
-                            await self.scripts["expire"](keys=keys, args=args, client=pipe)
-                        raws = await pipe.execute(raise_on_error=False)
+                    raws = await self._expire_all(part, pending)
                     if _recovering(raws):
                         pending = []  # nothing is reclaimed there until it is verified
                         break
@@ -622,6 +621,22 @@ class ReservationEngine:
                     break
         return total
 
+    async def _expire_all(self, part: Partition, skus: list[str]) -> list[Any]:
+        """One pipelined `expire` per SKU; in zero-loss mode one WAIT behind all of them."""
+        expire = self.scripts["expire"]
+        if self.scripts.acked is not None:
+            commands = []
+            for sku in skus:
+                keys, args = calls.expire_call(part, sku, self.settings, self.clock_offset_ms)
+                commands.append(("EVALSHA", expire.sha, len(keys), *keys, *args))
+            return await self.scripts.acked.execute(part.skus, commands)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sku in skus:
+                keys, args = calls.expire_call(part, sku, self.settings, self.clock_offset_ms)
+                await expire(keys=keys, args=args, client=pipe)
+            raws: list[Any] = await pipe.execute(raise_on_error=False)
+        return raws
+
     async def run_sweeper(self, stop: asyncio.Event, interval: float | None = None) -> None:
         """Sweeps every `interval` seconds until `stop` is set. A Redis outage is waited out
         (retries back off from 0.1 s to 5 s), logged once when it starts and once when it ends."""
@@ -630,7 +645,7 @@ class ReservationEngine:
         while not stop.is_set():
             try:
                 await self.sweep()
-            except _OUTAGE as exc:
+            except (*_OUTAGE, NotReplicated) as exc:
                 if failures == 0:
                     log.warning("sweeper: Redis unavailable (%s); retrying with backoff", exc)
                 failures += 1

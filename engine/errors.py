@@ -25,8 +25,10 @@
         ├── BackorderNotInStock       backorder_not_in_stock (reservation_id, sku, location,
         │                             requested, in_stock)
         ├── PlacementGroupFixed       placement_group_fixed (sku, placement_group?, requested?)
-        └── PartitionRecovering       partition_recovering (partition, fenced): the partition's
-                                      Redis is not verified against Postgres yet (engine.fencing)
+        ├── PartitionRecovering       partition_recovering (partition, fenced): the partition's
+        │                             Redis is not verified against Postgres yet (engine.fencing)
+        └── NotReplicated             not_replicated (partition, replicas, required): zero-loss
+                                      mode, fewer replicas than required confirmed a write
 
 Scripts answer `{err = "<code>", ...details}`; :func:`error_from_reply` maps the code to the class.
 Each refusal is a dataclass: its fields are the details the API lists as problem members (a
@@ -394,6 +396,26 @@ class PartitionRecovering(EngineError):
         )
 
 
+@dataclass(eq=False)
+class NotReplicated(EngineError):
+    """Zero-loss mode (`redis_min_replicas_ack`): the write was applied on the partition's primary,
+    but fewer replicas than required confirmed it within the timeout, so it may or may not
+    survive a failover. Retrying the same request (same reservation id, order id or idempotency
+    key) replays it without applying it twice and waits for the replicas again."""
+
+    code = "not_replicated"
+    partition: int
+    replicas: int
+    required: int
+
+    def sentence(self) -> str:
+        return (
+            f"the change on partition {self.partition} reached {self.replicas} of "
+            f"{self.required} required replica(s) in time, so it may be lost in a failover; "
+            "retry the same request (it is not applied twice)"
+        )
+
+
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
     cls.code: cls
     for cls in (
@@ -420,6 +442,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         BackorderNotInStock,
         PlacementGroupFixed,
         PartitionRecovering,
+        NotReplicated,
     )
 }
 

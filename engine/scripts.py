@@ -30,6 +30,7 @@ from engine.connection import ClusterClient, RedisClient
 from engine.errors import ConfigurationError
 from engine.fencing import adopt, recovering_error
 from engine.keys import Partition
+from engine.replication import ReplicaAck, evalsha_acked, execute_acked
 
 SCRIPTS = (
     "configure_sku",
@@ -46,6 +47,10 @@ SCRIPTS = (
     "cart",
     "fence",
 )
+
+# Scripts that never write (`fence` writes only its own marker, which a new server ignores
+# anyway): no WAIT behind them in zero-loss mode.
+READ_ONLY = frozenset({"snapshot", "get_reservation", "fence"})
 
 _INCLUDE = re.compile(r"""^---[ \t]*@include[ \t]+(["'])([\w-]+)\1[ \t]*$""", re.MULTILINE)
 
@@ -136,11 +141,16 @@ class ClusterScript:
 class Guarded:
     """A script whose `PARTITION_RECOVERING` error reply (an unverified partition, see
     engine.fencing) is raised as PartitionRecovering. With `adopt`, an engine that has no
-    durable side to compare with marks such a partition verified and runs the call again."""
+    durable side to compare with marks such a partition verified and runs the call again.
+    With `acked` (zero-loss mode, a script that writes), each call is followed by a WAIT on its
+    connection (engine.replication)."""
 
-    def __init__(self, inner: ScriptCall, fence: ScriptCall | None) -> None:
+    def __init__(
+        self, inner: ScriptCall, fence: ScriptCall | None, acked: Acked | None = None
+    ) -> None:
         self._inner = inner
         self._fence = fence  # set: adopt an unverified partition
+        self._acked = acked
         self.script = inner.script
 
     @property
@@ -161,6 +171,8 @@ class Guarded:
             return await self._inner(keys=keys, args=args, client=client)
         for attempt in range(2):
             try:
+                if self._acked is not None:
+                    return await self._acked.evalsha(self.sha, list(keys or []), list(args or []))
                 return await self._inner(keys=keys, args=args)
             except ResponseError as exc:
                 refusal = recovering_error(exc)
@@ -172,18 +184,44 @@ class Guarded:
         raise AssertionError("unreachable")
 
 
+class Acked:
+    """Script calls followed by a WAIT for `ack.replicas` replicas (engine.replication)."""
+
+    def __init__(self, redis: RedisClient, ack: ReplicaAck) -> None:
+        self.redis = redis
+        self.ack = ack
+        self.sources: dict[str, str] = {}  # sha -> source, to reload after NOSCRIPT
+
+    async def evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> Any:
+        return await evalsha_acked(self.redis, sha, keys, args, self.ack, self.sources)
+
+    async def execute(self, key: str, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Several script calls on `key`'s partition, then one WAIT (replies or errors)."""
+        return await execute_acked(self.redis, key, commands, self.ack, self.sources)
+
+
 class Scripts:
     """One registered script per operation, bound to a client.
 
-    `adopt_unverified`: the engine runs without a durable side (no fencing to wait for)."""
+    `adopt_unverified`: the engine runs without a durable side (no fencing to wait for).
+    `ack`: zero-loss mode; every script that writes waits for that many replicas (`acked`)."""
 
     def __init__(
-        self, redis: RedisClient, base: Path | None = None, *, adopt_unverified: bool = False
+        self,
+        redis: RedisClient,
+        base: Path | None = None,
+        *,
+        adopt_unverified: bool = False,
+        ack: ReplicaAck | None = None,
     ) -> None:
         raw = {name: _register(redis, load_script_source(name, base)) for name in SCRIPTS}
         fence = raw["fence"] if adopt_unverified else None
+        self.acked = Acked(redis, ack) if ack is not None else None
+        if self.acked is not None:
+            self.acked.sources.update((script.sha, script.script) for script in raw.values())
         self._scripts: dict[str, ScriptCall] = {
-            name: Guarded(script, fence) for name, script in raw.items()
+            name: Guarded(script, fence, None if name in READ_ONLY else self.acked)
+            for name, script in raw.items()
         }
 
     def __getitem__(self, name: str) -> ScriptCall:

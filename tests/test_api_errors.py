@@ -9,7 +9,7 @@ import httpx
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.problems import ENGINE_STATUS
+from api.problems import ENGINE_STATUS, RETRY_AFTER, STATUS_BY_ERROR
 from engine.errors import ERRORS_BY_CODE, UnknownSku
 from tests.api_harness import (
     ADMIN,
@@ -33,15 +33,13 @@ async def api(
         yield api
 
 
-# Refusals that are not the client's fault: they lift by themselves or by an operator's hand.
-NOT_THE_CLIENTS = {"partition_recovering": 503}
-
-
 def test_every_engine_error_code_has_a_client_status() -> None:
     assert set(ERRORS_BY_CODE) == set(ENGINE_STATUS)
-    clients = {code: s for code, s in ENGINE_STATUS.items() if code not in NOT_THE_CLIENTS}
-    assert all(400 <= status < 500 for status in clients.values())
-    assert {code: ENGINE_STATUS[code] for code in NOT_THE_CLIENTS} == NOT_THE_CLIENTS
+    # 503 only for a refusal that lifts by itself, with the Retry-After it is answered with.
+    assert all(
+        400 <= status < 500 or (status == 503 and cls in RETRY_AFTER)
+        for cls, status in STATUS_BY_ERROR.items()
+    )
 
 
 async def test_a_refusal_carries_the_engine_details_as_members(api: Api) -> None:

@@ -9,14 +9,18 @@ import pytest
 from typer.testing import CliRunner
 
 from flashsale.cli import app
+from flashsale.commands.bench import bench_settings
 from flashsale.local_stack import served_api
 from flashsale.redis_cluster import PRIMARIES, REPLICAS_PER_PRIMARY
+from flashsale.redis_replica import ChildRedis
 from flashsale.settings import Settings
+from loadtests.bench import zero_loss
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import SELLING_DESIGNS, BenchConfig, run_bench
 from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
 
 OURS = ("redis-limit", "engine", "engine-http")
+ON_ONE_NODE = tuple(d for d in SELLING_DESIGNS if d != zero_loss.DESIGN)
 
 
 async def test_quick_bench_sells_exactly_the_stock_in_every_design(
@@ -26,7 +30,9 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
         units=200,
         buyers=20,
         soldout_seconds=1.0,
-        designs=SELLING_DESIGNS,  # `sync` has its own test: tests/test_worker_throughput.py
+        # `sync` has its own test (tests/test_worker_throughput.py), engine-ack one below: it
+        # needs a Redis with a replica.
+        designs=ON_ONE_NODE,
         memory_holds=200,
         latency_calls=200,
         redis_url=redis_url,
@@ -36,7 +42,7 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     )
     report = await run_bench(cfg, lambda _: None)
 
-    assert [r.design for r in report.results] == list(SELLING_DESIGNS)
+    assert [r.design for r in report.results] == list(ON_ONE_NODE)
     for result in report.results:
         assert result.sold == 200, result
         assert result.oversold == 0, result
@@ -72,6 +78,62 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     assert "oldest unsynced event at most" in markdown(report)
     assert "API CPU per request" in markdown(report)
     assert "engine-http reserve at light load" in markdown(report)
+
+
+async def test_engine_ack_prices_zero_loss_mode_against_engine_on_one_primary_and_replica(
+    settings: Settings, pg_database_url: str, tmp_path: Path
+) -> None:
+    primary = ChildRedis(tmp_path / "primary")
+    replica = ChildRedis(tmp_path / "replica", replica_of=primary.start())
+    try:
+        replica.start()
+        cfg = BenchConfig(
+            units=200,
+            buyers=20,
+            soldout_seconds=0.5,
+            designs=("engine", zero_loss.DESIGN),
+            memory_holds=0,
+            latency_calls=0,
+            redis_url=primary.url,
+            database_url=pg_database_url,
+            settings=settings,
+        )
+        report = await run_bench(cfg, lambda _: None)
+    finally:
+        replica.stop()
+        primary.stop()
+    engine, ack = report.results
+    assert (engine.design, ack.design) == ("engine", "engine-ack")
+    for row in (engine, ack):
+        assert (row.sold, row.oversold, row.false_refusals) == (200, 0, 0), row
+        assert row.available_after_selling == 0 and row.p50_ms <= row.p99_ms, row
+    assert ack.ratio_to_engine == pytest.approx(ack.attempts_per_s / engine.attempts_per_s)
+    cost = report.zero_loss
+    assert cost is not None and cost.replicas == 1 and cost.replicas_ack == 1
+    assert (cost.ack_per_s, cost.engine_per_s) == (ack.attempts_per_s, engine.attempts_per_s)
+    assert (cost.ack_p99_ms, cost.engine_p99_ms) == (ack.p99_ms, engine.p99_ms)
+    json_path, _ = write(report, tmp_path)
+    written = orjson.loads(json_path.read_bytes())
+    assert written["zero_loss"] == cost.as_dict() and written["config"]["replicas"] == 1
+    assert "zero-loss mode (engine-ack" in markdown(report)
+
+
+async def test_engine_ack_refuses_a_redis_without_a_replica(
+    settings: Settings, redis_url: str, pg_database_url: str
+) -> None:
+    cfg = BenchConfig(
+        units=10,
+        buyers=2,
+        soldout_seconds=0.1,
+        designs=(zero_loss.DESIGN,),
+        memory_holds=0,
+        latency_calls=0,
+        redis_url=redis_url,
+        database_url=pg_database_url,
+        settings=settings,
+    )
+    with pytest.raises(zero_loss.NoReplica, match="has 0: attach one"):
+        await run_bench(cfg, lambda _: None)
 
 
 def test_bench_command_refuses_an_unknown_design() -> None:
@@ -126,3 +188,11 @@ def test_bench_cluster_adds_the_cluster_rows_and_ratios_to_the_json(
     # A cart across two partitions costs a script call per partition for reserve and commit.
     assert across["evalsha_per_cart"] > within["evalsha_per_cart"]
     assert "Redis Cluster (3 primaries + 3 replicas, 16 partitions" in outcome.output
+
+
+def test_the_bench_takes_its_own_restarted_redis_as_it_is(tmp_path: Path) -> None:
+    settings = Settings(redis_url=None, database_url=None, data_dir=tmp_path)
+    # Its own Redis, restarted from its AOF by an earlier run, has no worker to verify it.
+    assert bench_settings(settings, None, None).fencing is False
+    # A Redis named on the command line keeps the fencing it was given.
+    assert bench_settings(settings, "redis://127.0.0.1:1/0", None).fencing is True

@@ -12,6 +12,7 @@ import orjson
 
 from loadtests.bench.memory import COMPARABLE_HOLDS
 from loadtests.bench.runner import BenchReport
+from loadtests.bench.zero_loss import lines as zero_loss_lines
 
 REPORTS_DIR = Path("loadtests/reports")
 COLUMNS = (
@@ -198,6 +199,7 @@ def notes(report: BenchReport) -> list[str]:
         api_cpu_lines(report)
         + latency_lines(report)
         + script_cpu_lines(report)
+        + zero_loss_lines(report.zero_loss)
         + cluster_lines(report)
         + sync_lines(report)
         + sync_lag_lines(report)
@@ -238,6 +240,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
         "cluster": None if report.cluster is None else report.cluster.as_dict(),
+        "zero_loss": None if report.zero_loss is None else report.zero_loss.as_dict(),
     }
 
 

@@ -19,14 +19,24 @@ from loadtests.bench import (
     redis_designs,
     sync_design,
     sync_lag,
+    zero_loss,
 )
 from loadtests.bench.workload import Attempt, DesignResult, Workload, run_phases, summarize
 from sync_worker.settings import WorkerSettings
 
-DESIGNS = ("redis-limit", "engine", "engine-http", "pg-occ", "pg-conditional", "sync")
+DESIGNS = (
+    "redis-limit",
+    "engine",
+    zero_loss.DESIGN,  # engine-ack: zero-loss mode; its Redis needs a replica
+    "engine-http",
+    "pg-occ",
+    "pg-conditional",
+    "sync",
+)
 SELLING_DESIGNS = DESIGNS[:-1]  # `sync` sells nothing: it times the worker on a backlog
 SYNC_EVENTS_PER_UNIT = 10
-REDIS_SCRIPT_DESIGNS = ("redis-limit", "engine")  # selling phase metered by Redis' accounting
+# Their selling phase is metered by Redis' own accounting.
+REDIS_SCRIPT_DESIGNS = ("redis-limit", "engine", zero_loss.DESIGN)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class BenchReport:
     api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
     cluster: cluster_design.ClusterReport | None = None
     sync_lag: sync_lag.SyncLag | None = None  # engine-http's sync worker: how far behind
+    zero_loss: zero_loss.ZeroLossCost | None = None  # engine-ack against engine
 
 
 def _attempt_factory(
@@ -77,6 +88,9 @@ def _attempt_factory(
         return redis_designs.redis_limit(cfg.settings, cfg.redis_url, workload, run_id)
     if design == "engine":
         return redis_designs.in_process_engine(cfg.settings, cfg.redis_url, workload, run_id)
+    if design == zero_loss.DESIGN:
+        settings = zero_loss.ack_settings(cfg.settings)
+        return redis_designs.in_process_engine(settings, cfg.redis_url, workload, run_id)
     if design == "pg-occ":
         return pg_designs.pg_occ(cfg.database_url, workload, run_id)
     if design == "pg-conditional":
@@ -164,6 +178,10 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
             "run_id": run_id,
         }
     )
+    replicas = None
+    if zero_loss.DESIGN in cfg.designs:
+        replicas = await zero_loss.require_replica(cfg.redis_url)
+        report.config["replicas"] = replicas
     if cfg.latency_calls:
         # First, while Redis and this process are fresh: "light load" should mean it.
         progress(f"measuring light-load latency ({cfg.latency_calls} calls) and re-offer time…")
@@ -193,6 +211,8 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
     if engine is not None and engine.attempts_per_s:
         for result in report.results:
             result.ratio_to_engine = result.attempts_per_s / engine.attempts_per_s
+    if replicas is not None:
+        report.zero_loss = zero_loss.cost(report.results, replicas, cfg.settings)
     if "engine" in cfg.designs:
         progress("metering Redis CPU per commit and per release…")
         report.script_cpu = await redis_cpu.measure_commit_release(
