@@ -56,7 +56,10 @@ RECOVERY_TIMEOUT_S = 45.0
 PROBE_PAUSE_S = 0.02
 HEALTHY_HICCUP_S = 1.0
 # What a client sees while a partition is away: its primary gone, then not yet verified.
-AWAY = (RedisError, OSError, e.PartitionRecovering, e.NotReplicated)
+AWAY = (RedisError, OSError, e.PartitionRecovering, e.NotReplicated)  # TimeoutError: OSError
+# A buyer gives up on a call after this long and sends it again (the same ids: it replays), as an
+# HTTP client with a timeout does; a connection stuck across the failover is then dropped.
+CALL_TIMEOUT_S = 5.0
 
 
 @pytest.fixture
@@ -113,7 +116,8 @@ async def _retrying(
     """Runs `op` until it answers (the same ids each time: a retry replays), or the test ends."""
     while True:
         try:
-            return await op()
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                return await op()
         except AWAY:
             ledger.refusals += 1
             if stop.is_set():
@@ -156,8 +160,9 @@ async def probe(
         rid = f"probe-{partition}-{seq}"
         tried_at = time.monotonic()  # a call can hang a while before it fails: count that too
         try:
-            await engine.reserve(rid, "prober", [CartLine(name, 1)])
-            await engine.release(rid)
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                await engine.reserve(rid, "prober", [CartLine(name, 1)])
+                await engine.release(rid)
         except AWAY as exc:
             outages.refused(partition, tried_at, exc)
         else:
