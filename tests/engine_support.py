@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import LocationConfig, ReservationEngine, SkuConfig
 from engine.connection import connect_url
+from engine.keys import partition_of
 from flashsale.embedded import EmbeddedRedis
 from flashsale.procs import pid_alive, wait_until
 from flashsale.settings import Settings
@@ -103,3 +104,13 @@ def kill_redis(server: EmbeddedRedis) -> None:
     pid = int(json.loads(server.state_path.read_text())["pid"])
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not pid_alive(pid), 10)
+
+
+def skus_in_two_partitions(first: str, partitions: int, prefix: str) -> tuple[str, str]:
+    """`first` and a SKU named `<prefix>-<n>` that lives in another partition."""
+    other = next(
+        f"{prefix}-{n}"
+        for n in range(500)
+        if partition_of(f"{prefix}-{n}", partitions) != partition_of(first, partitions)
+    )
+    return first, other

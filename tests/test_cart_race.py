@@ -19,9 +19,8 @@ import pytest
 from engine import CartLine, ReservationEngine
 from engine import errors as e
 from engine.carts import TRANSIENT
-from engine.keys import partition_of
 from tests.conftest import RedisTarget
-from tests.engine_support import check_invariants, make_engine, sku
+from tests.engine_support import check_invariants, make_engine, sku, skus_in_two_partitions
 
 PROCESSES = 3
 CLIENTS = 30
@@ -31,14 +30,8 @@ RECOVERY_S = 0.02
 
 
 def skus_for(partitions: int) -> tuple[str, str]:
-    """ "hot" and a side SKU in a higher partition, so every cart spans two."""
-    hot = "hot"
-    side = next(
-        f"side-{i}"
-        for i in range(500)
-        if partition_of(f"side-{i}", partitions) != partition_of(hot, partitions)
-    )
-    return hot, side
+    """ "hot" and a side SKU in another partition, so every cart spans two."""
+    return skus_in_two_partitions("hot", partitions, "side")
 
 
 def partitions_of(target: RedisTarget) -> int:

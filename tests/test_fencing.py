@@ -15,7 +15,6 @@ import redis.asyncio
 from engine import CartLine, ReservationEngine
 from engine.errors import PartitionRecovering
 from engine.fencing import FenceStatus
-from engine.keys import partition_of
 from flashsale.embedded import EmbeddedRedis
 from flashsale.settings import Settings
 from sync_worker.db import connect, libpq_url
@@ -23,9 +22,15 @@ from sync_worker.restore import run_restore
 from sync_worker.worker import SyncWorker
 from sync_worker.writer import UnverifiedSource
 from tests.api_harness import STOREFRONT, api_settings, assert_problem, running_api
-from tests.engine_support import kill_redis, sku
+from tests.engine_support import kill_redis, sku, skus_in_two_partitions
 from tests.failover_support import copy_aof, put_back_aof
-from tests.worker_support import assert_consistent, fast, running_worker, wait_synced
+from tests.worker_support import (
+    assert_consistent,
+    fast,
+    running_worker,
+    start_engine,
+    wait_synced,
+)
 
 PARTITIONS = 4
 RESUME_TARGET_S = 2.0
@@ -43,24 +48,6 @@ async def forget_connections(*clients: redis.asyncio.Redis) -> None:
         await client.connection_pool.disconnect()
 
 
-def skus_in_two_partitions() -> tuple[str, str]:
-    """Two SKU names that live in different partitions."""
-    first = "kettle"
-    other = next(
-        f"toaster-{n}"
-        for n in range(100)
-        if partition_of(f"toaster-{n}", PARTITIONS) != partition_of(first, PARTITIONS)
-    )
-    return first, other
-
-
-async def engine_of(settings: Settings) -> ReservationEngine:
-    assert settings.redis_url
-    engine = ReservationEngine(redis.asyncio.Redis.from_url(settings.redis_url), settings)
-    await engine.start()
-    return engine
-
-
 async def state_of(engine: ReservationEngine, partition: int) -> FenceStatus:
     return next(s for s in await engine.partition_states() if s.partition == partition)
 
@@ -74,7 +61,7 @@ async def stream_last(engine: ReservationEngine, partition: int) -> str:
 async def test_a_new_redis_is_claimed_by_its_first_write_and_sells_at_once(
     fence_cfg: Settings,
 ) -> None:
-    engine = await engine_of(fence_cfg)
+    engine = await start_engine(fence_cfg)
     try:
         await engine.configure_sku("kettle", sku(3))
         await engine.reserve("r1", "c1", [CartLine("kettle", 1)])
@@ -89,7 +76,7 @@ async def test_a_new_redis_is_claimed_by_its_first_write_and_sells_at_once(
 async def test_after_a_restart_nothing_is_written_until_the_worker_compared_then_it_sells(
     fence_cfg: Settings, own_redis: EmbeddedRedis
 ) -> None:
-    engine = await engine_of(fence_cfg)
+    engine = await start_engine(fence_cfg)
     part = engine.keys.for_sku("kettle").number
     try:
         await engine.configure_sku("kettle", sku(3))
@@ -134,8 +121,8 @@ async def test_after_a_restart_nothing_is_written_until_the_worker_compared_then
 async def test_a_partition_behind_postgres_is_fenced_until_restored_and_the_rest_sells_on(
     fence_cfg: Settings, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    rewound, other = skus_in_two_partitions()
-    engine = await engine_of(fence_cfg)
+    rewound, other = skus_in_two_partitions("kettle", PARTITIONS, "toaster")
+    engine = await start_engine(fence_cfg)
     lost_part = engine.keys.for_sku(rewound).number
     other_part = engine.keys.for_sku(other).number
     try:
@@ -192,7 +179,7 @@ async def test_a_partition_behind_postgres_is_fenced_until_restored_and_the_rest
 async def test_a_batch_read_from_the_server_that_died_is_not_written_after_the_comparison(
     fence_cfg: Settings, own_redis: EmbeddedRedis
 ) -> None:
-    engine = await engine_of(fence_cfg)
+    engine = await start_engine(fence_cfg)
     assert fence_cfg.redis_url and fence_cfg.database_url
     client = redis.asyncio.Redis.from_url(fence_cfg.redis_url)
     worker = SyncWorker(client, fence_cfg.database_url, fence_cfg, "slow")
@@ -224,7 +211,7 @@ async def test_a_batch_read_from_the_server_that_died_is_not_written_after_the_c
 async def test_an_engine_without_a_durable_side_adopts_the_restarted_redis(
     fence_cfg: Settings, own_redis: EmbeddedRedis
 ) -> None:
-    engine = await engine_of(fence_cfg.model_copy(update={"fencing": False}))
+    engine = await start_engine(fence_cfg.model_copy(update={"fencing": False}))
     try:
         await engine.configure_sku("kettle", sku(3))
         kill_redis(own_redis)
