@@ -121,7 +121,7 @@ class _LagCollector(Collector):
         for st in self.states:
             label = [str(st.partition)]
             fenced.add_metric(label, 1 if st.state == "fenced" else 0)
-            unverified.add_metric(label, 0 if st.verified else 1)
+            unverified.add_metric(label, 1 if st.state in ("recovering", "fenced") else 0)
         yield from (fenced, unverified)
 
 

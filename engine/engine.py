@@ -600,26 +600,25 @@ class ReservationEngine:
         """Reclaims every due hold on every SKU (bounded per call of the script), and finishes
         the carts spanning partitions that a process left mid-way. Returns holds reclaimed."""
         await self._carts.recover()
-        total = 0
-        for part in self.keys.all():
-            cursor: int = 0
-            while True:
-                cursor, members = await self.redis.sscan(part.skus, cursor, count=batch)
-                pending = [m.decode() if isinstance(m, bytes) else m for m in members]
-                while pending:
-                    raws = await self._expire_all(part, pending)
-                    if _recovering(raws):
-                        pending = []  # nothing is reclaimed there until it is verified
-                        break
-                    replies = [decode(raw) for raw in raws]
-                    self._sold_out.clear(
-                        sku for sku, r in zip(pending, replies, strict=True) if r["reclaimed"]
-                    )
-                    total += sum(int(r["reclaimed"]) for r in replies)
-                    pending = [sku for sku, r in zip(pending, replies, strict=True) if r["more"]]
-                if cursor == 0:
-                    break
-        return total
+        return sum([await self._sweep_partition(part, batch) for part in self.keys.all()])
+
+    async def _sweep_partition(self, part: Partition, batch: int) -> int:
+        total, cursor = 0, 0
+        while True:
+            cursor, members = await self.redis.sscan(part.skus, cursor, count=batch)
+            pending = [m.decode() if isinstance(m, bytes) else m for m in members]
+            while pending:
+                raws = await self._expire_all(part, pending)
+                if _recovering(raws):
+                    return total  # nothing is reclaimed there until it is verified
+                replies = [decode(raw) for raw in raws]
+                self._sold_out.clear(
+                    sku for sku, r in zip(pending, replies, strict=True) if r["reclaimed"]
+                )
+                total += sum(int(r["reclaimed"]) for r in replies)
+                pending = [sku for sku, r in zip(pending, replies, strict=True) if r["more"]]
+            if cursor == 0:
+                return total
 
     async def _expire_all(self, part: Partition, skus: list[str]) -> list[Any]:
         """One pipelined `expire` per SKU; in zero-loss mode one WAIT behind all of them."""

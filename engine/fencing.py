@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from engine.scripts import ScriptCall
 
 RECOVERING = "PARTITION_RECOVERING"
-PartitionState = Literal["verified", "recovering", "fenced"]
+PartitionState = Literal["verified", "new", "recovering", "fenced"]
 
 
 def recovering_error(exc: BaseException) -> PartitionRecovering | None:
@@ -70,10 +70,18 @@ class FenceStatus:
         return self.marker == self.run
 
     @property
+    def new(self) -> bool:
+        """No marker and a stream that never had an entry: the first write claims it."""
+        return self.marker == "" and self.last == (0, 0)
+
+    @property
     def state(self) -> PartitionState:
-        """ "verified", "fenced" or "recovering" (waiting for the worker's comparison)."""
+        """ "verified", "new" (it sells: its first write claims it), "fenced", or "recovering"
+        (waiting for the worker's comparison)."""
         if self.verified:
             return "verified"
+        if self.new:
+            return "new"
         return "fenced" if self.fenced is not None else "recovering"
 
 

@@ -30,12 +30,23 @@ reservation key per partition, all with the same reservation id.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
+
+_TAG = re.compile(r"^\{p(\d+)\}")
 
 
 def partition_of(sku: str, partitions: int) -> int:
     return zlib.crc32(sku.encode()) % partitions
+
+
+def partition_of_key(key: str) -> int:
+    """The partition number in a key's `{p<N>}` hash tag."""
+    match = _TAG.match(key)
+    if match is None:
+        raise ValueError(f"key {key!r} carries no partition tag")
+    return int(match.group(1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ owning the call's slot instead (engine.connection.ClusterClient.on_slot_node).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +22,11 @@ from redis.exceptions import NoScriptError
 from engine.config import EngineSettings
 from engine.connection import ClusterClient, RedisClient
 from engine.errors import NotReplicated
+from engine.keys import partition_of_key
 
 Command = tuple[Any, ...]
 
 _NOSCRIPT_ROUNDS = 3  # a slot can move while we reload: try a few times, not forever
-_TAG = re.compile(r"^\{p(\d+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +92,6 @@ async def evalsha_acked(
     if isinstance(reply, Exception):
         raise reply
     return reply
-
-
-def partition_of_key(key: str) -> int:
-    match = _TAG.match(key)
-    if match is None:
-        raise ValueError(f"key {key!r} carries no partition tag")
-    return int(match.group(1))
 
 
 async def _send(

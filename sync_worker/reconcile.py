@@ -192,9 +192,8 @@ async def _sequences(
         seq = PartitionSequence(
             status.partition, newest.get(status.partition, (0, 0)), status.last, status.state
         )
-        # No marker and a stream that never had an entry: a new Redis, claimed by its first write.
-        unclaimed = status.marker == "" and status.last == (0, 0)
-        if seq.behind or (seq.state != "verified" and not unclaimed):
+        # "new": no marker and a stream that never had an entry, claimed by its first write.
+        if seq.behind or seq.state not in ("verified", "new"):
             found.append(seq)
     return found
 

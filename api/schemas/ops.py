@@ -18,9 +18,10 @@ class PartitionLagOut(BaseModel):
     length: int = Field(description="Entries in the partition stream.")
     pending: int = Field(description="Delivered to the sync worker, not yet acknowledged.")
     oldest_unsynced_age_ms: int = Field(description="Age of the oldest unsynced event (0: none).")
-    state: Literal["verified", "recovering", "fenced"] | None = Field(
+    state: Literal["verified", "new", "recovering", "fenced"] | None = Field(
         None,
-        description="verified: sells; recovering: its Redis restarted or failed over and waits "
+        description="verified: sells; new: a Redis with no history, sells (its first write "
+        "claims it); recovering: its Redis restarted or failed over and waits "
         "for the sync worker's comparison with Postgres; fenced: found behind Postgres, sells "
         "nothing until `flashsale restore --partition N`. null: unknown.",
     )
