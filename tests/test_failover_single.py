@@ -298,7 +298,20 @@ async def rewound_sale(sale: Sale, *, auto_restore: bool) -> Rewind:
                 resumed_at = dict(fences.fenced)  # it restores each one as it fences it
             else:
                 resumed_at = await restore_by_hand(settings, parts)
-            await asyncio.sleep(1.0)  # selling resumes
+
+            async def all_sell_again() -> bool:
+                return all(
+                    any(
+                        a.outcome == "ok" and a.partition == part and a.at > resumed_at[part]
+                        for a in buyers.answers
+                    )
+                    for part in parts
+                )
+
+            # A restore on a loaded machine can take more than a second: wait for the sale to
+            # resume on every partition rather than for a fixed time (check_rewind asserts it).
+            await wait_for(all_sell_again, 20, "a restored partition did not sell again")
+            await asyncio.sleep(0.3)  # a little selling after the restore
             await buyers.stop()
             engine = await start_engine(settings)
             try:
