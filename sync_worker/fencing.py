@@ -38,7 +38,7 @@ from sync_worker.restore import run_restore
 from sync_worker.settings import WorkerSettings
 
 log = logging.getLogger("flashsale.sync")
-BACKOFF_MAX_S = 0.4  # kept short: a partition's resume time waits on this loop (one connect per try)
+BACKOFF_MAX_S = 0.4  # short: a partition's resume waits on this loop (a connect per try)
 
 _ENSURE = "INSERT INTO sync_partitions (partition) VALUES (%s) ON CONFLICT DO NOTHING"
 _LOCK = """
