@@ -77,7 +77,12 @@ def includes_of(source: str) -> list[str]:
 def load_script_source(name: str, base: Path | None = None) -> str:
     """The full text sent to Redis: every include the script needs, then the script itself."""
     base = base or lua_dir()
-    source = (base / f"{name}.lua").read_text()
+    return with_includes((base / f"{name}.lua").read_text(), name, base)
+
+
+def with_includes(source: str, name: str, base: Path | None = None) -> str:
+    """`source` (a script's text, `name` for messages) after every include it names."""
+    base = base or lua_dir()
     ordered: list[str] = []  # include texts, each after the includes it names
     done: set[str] = set()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from flashsale.cli import app
@@ -14,7 +15,7 @@ from flashsale.local_stack import served_api
 from flashsale.redis_cluster import PRIMARIES, REPLICAS_PER_PRIMARY
 from flashsale.redis_replica import ChildRedis
 from flashsale.settings import Settings
-from loadtests.bench import zero_loss
+from loadtests.bench import script_cost, zero_loss
 from loadtests.bench.report import markdown, write
 from loadtests.bench.runner import SELLING_DESIGNS, BenchConfig, run_bench
 from tests.conftest import CLUSTER_PARTITIONS, flush_cluster
@@ -24,7 +25,11 @@ ON_ONE_NODE = tuple(d for d in SELLING_DESIGNS if d != zero_loss.DESIGN)
 
 
 async def test_quick_bench_sells_exactly_the_stock_in_every_design(
-    settings: Settings, redis_url: str, pg_database_url: str, tmp_path: Path
+    settings: Settings,
+    redis_url: str,
+    pg_database_url: str,
+    tmp_path: Path,
+    redis_client: Redis,
 ) -> None:
     cfg = BenchConfig(
         units=200,
@@ -59,6 +64,13 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     cpu = report.script_cpu
     assert cpu is not None and cpu.commits == 100 and cpu.releases == 100
     assert cpu.us_per_commit > 0 and cpu.us_per_release > 0
+    # Every part of a reserve was timed inside Redis, and the probe left none of its keys.
+    cost = report.reserve_cost
+    assert cost is not None and set(cost.parts_us) == set(script_cost.PARTS), cost
+    assert set(cost.alternatives_us) == set(script_cost.ALTERNATIVES), cost
+    assert min(cost.parts_us.values()) > 0 and min(cost.alternatives_us.values()) > 0, cost
+    assert cost.whole_us > 0 and cost.batch >= 1, cost
+    assert await redis_client.keys(f"{script_cost.TAG}:*") == []
     # Figures, not speeds: each probe ran to the end (a unit never re-offered would time out).
     assert report.latency is not None
     assert report.latency.sequential_calls == 200 and report.latency.reoffers == 5
@@ -71,6 +83,8 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     json_path, md_path = write(report, tmp_path)
     assert json_path.exists() and md_path.read_text().endswith(markdown(report))
     assert orjson.loads(json_path.read_bytes())["api_cpu"] == cpu.as_dict()
+    assert orjson.loads(json_path.read_bytes())["reserve_cost"]["parts_us"] == cost.parts_us
+    assert "Where a reserve's Redis time goes" in markdown(report)
     # engine-http ran with a sync worker beside the API, which synced every unit it sold.
     lag = report.sync_lag
     assert lag is not None and lag.samples > 0 and lag.ledger_rows >= 200, lag

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from loadtests.bench import script_cost
 from loadtests.bench.memory import COMPARABLE_HOLDS
 from loadtests.bench.runner import BenchReport
 from loadtests.bench.zero_loss import lines as zero_loss_lines
@@ -199,6 +200,7 @@ def notes(report: BenchReport) -> list[str]:
         api_cpu_lines(report)
         + latency_lines(report)
         + script_cpu_lines(report)
+        + script_cost.lines(report.reserve_cost)
         + zero_loss_lines(report.zero_loss)
         + cluster_lines(report)
         + sync_lines(report)
@@ -237,6 +239,7 @@ def as_json(report: BenchReport) -> dict[str, Any]:
         "sync": None if report.sync is None else report.sync.as_dict(),
         "sync_lag": None if report.sync_lag is None else report.sync_lag.as_dict(),
         "script_cpu": None if report.script_cpu is None else dict(report.script_cpu.__dict__),
+        "reserve_cost": None if report.reserve_cost is None else report.reserve_cost.as_dict(),
         "bench_peak_rss_mib": report.bench_peak_rss_mib,
         "api_cpu": None if report.api_cpu is None else report.api_cpu.as_dict(),
         "cluster": None if report.cluster is None else report.cluster.as_dict(),

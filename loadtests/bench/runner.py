@@ -17,6 +17,7 @@ from loadtests.bench import (
     pg_designs,
     redis_cpu,
     redis_designs,
+    script_cost,
     sync_design,
     sync_lag,
     zero_loss,
@@ -74,6 +75,7 @@ class BenchReport:
     latency: latency.LatencyResult | None = None
     sync: sync_design.SyncResult | None = None
     script_cpu: redis_cpu.CommitReleaseCpu | None = None
+    reserve_cost: script_cost.ReserveCost | None = None  # where a reserve's Redis time goes
     bench_peak_rss_mib: float = 0.0
     api_cpu: http_design.ApiCpu | None = None  # engine-http's API CPU per request
     cluster: cluster_design.ClusterReport | None = None
@@ -217,6 +219,10 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None]) -> BenchR
         progress("metering Redis CPU per commit and per release…")
         report.script_cpu = await redis_cpu.measure_commit_release(
             cfg.settings, cfg.redis_url, run_id, min(redis_cpu.PROBE_HOLDS, max(2, cfg.units))
+        )
+        progress("timing each part of a reserve inside Redis…")
+        report.reserve_cost = await script_cost.measure(
+            cfg.settings, cfg.redis_url, run_id, min(script_cost.RESERVES, max(200, cfg.units))
         )
     if cfg.memory_holds:
         progress(f"measuring Redis memory over {cfg.memory_holds} holds…")
