@@ -28,10 +28,7 @@
 
 local marker_key, fenced_key, stream = KEYS[1], KEYS[2], KEYS[3]
 local op = ARGV[1]
-
-local function run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-end
+local run = server_run_id()
 
 -- Stream ids compare as (ms, seq); both fit a Lua number exactly.
 local function below(a, b)
@@ -43,7 +40,7 @@ end
 
 local function status(ok)
   return cjson.encode({
-    run = run_id(),
+    run = run,
     marker = redis.call('GET', marker_key) or '',
     fenced = redis.call('GET', fenced_key) or '',
     last = stream_last_id(stream),
@@ -56,7 +53,7 @@ if op == 'status' then
 end
 
 if op == 'verify' then
-  if run_id() ~= ARGV[2] or below(stream_last_id(stream), ARGV[3]) then
+  if run ~= ARGV[2] or below(stream_last_id(stream), ARGV[3]) then
     return status(0)
   end
   redis.call('SET', marker_key, ARGV[2])
@@ -65,7 +62,7 @@ if op == 'verify' then
 end
 
 if op == 'fence' then
-  if run_id() ~= ARGV[2] then
+  if run ~= ARGV[2] then
     return status(0)
   end
   redis.call('SET', fenced_key, ARGV[3])
@@ -76,7 +73,7 @@ if op == 'fence' then
 end
 
 if op == 'adopt' then
-  redis.call('SET', marker_key, run_id())
+  redis.call('SET', marker_key, run)
   redis.call('DEL', fenced_key)
   return status(1)
 end

@@ -7,4 +7,6 @@
 -- Returns the run_id (40 hex digits).
 -- Errors: none. Events: none.
 
-return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+--- @include "fence"
+
+return server_run_id()

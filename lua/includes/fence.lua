@@ -26,6 +26,15 @@ local function stream_last_id(stream)
   return '0-0'
 end
 
+-- This server process's identity, in an `INFO server` reply (`info`) or asked for.
+local function run_id_of(info)
+  return string.match(info, 'run_id:(%x+)')
+end
+
+local function server_run_id()
+  return run_id_of(redis.call('INFO', 'server'))
+end
+
 local function partition_tag(key)
   return string.match(key, '^{p%d+}')
 end
@@ -40,7 +49,7 @@ local function partition_verified(key)
     return true
   end
   if not marker and stream_last_id(tag .. ':events') == '0-0' then
-    redis.call('SET', tag .. ':verified', string.match(info, 'run_id:(%x+)'))
+    redis.call('SET', tag .. ':verified', run_id_of(info))
     return true
   end
   return false
