@@ -179,7 +179,7 @@ class SyncWorker:
         self, rows: list[Row], dead: list[tuple[Entry, str]], entry_of: dict[tuple[int, str], Entry]
     ) -> BatchResult:
         failures = 0
-        sources = sources_of([entry_of[row.key] for row in rows] + [e for e, _ in dead])
+        sources = sources_of(rows, [e for e, _ in dead], entry_of)
         while True:
             try:
                 return await write_batch(await self._connection(), rows, dead, sources)

@@ -10,7 +10,7 @@ so a batch costs a handful of round trips, not one per event. Rows are written i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -110,13 +110,17 @@ class UnverifiedSource(Exception):
         self.partitions = partitions
 
 
-def sources_of(entries: Iterable[Entry]) -> Sources:
-    """Per partition, the server the entries came from and the newest of them; entries whose
-    server is not known (tombstones of claimed entries) are left out."""
+def sources_of(
+    rows: Iterable[Row], dead: Iterable[Entry], entry_of: Mapping[tuple[int, str], Entry]
+) -> Sources:
+    """Per partition, the server a batch's entries came from and the newest of them (a row's
+    position was parsed with it); entries whose server is not known (tombstones of claimed
+    entries) are left out."""
     sources: Sources = {}
-    for entry in entries:
+    found = [(entry_of[row.key], row.pos) for row in rows]
+    found += [(entry, parse_stream_id(entry.stream_id)) for entry in dead]
+    for entry, pos in found:
         if entry.run:
-            pos = parse_stream_id(entry.stream_id)
             known = sources.get(entry.partition)
             if known is None or known[1] < pos:
                 sources[entry.partition] = (entry.run, pos)
