@@ -7,6 +7,6 @@
 -- Returns the run_id (40 hex digits).
 -- Errors: none. Events: none.
 
---- @include "fence"
-
-return server_run_id()
+-- The same match as includes/fence.lua's run_id_of, without the include: the worker sends this
+-- script's text with every stream read, so it stays a line long.
+return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
