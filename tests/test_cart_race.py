@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import sys
 
 import pytest
 
@@ -27,6 +28,7 @@ CLIENTS = 30
 HOT_SUPPLY, SIDE_SUPPLY = 40, 25
 LIMIT = 3
 RECOVERY_S = 0.02
+BUYERS_TIMEOUT_S = 120  # a run takes seconds; past this a buyer is stuck, not slow
 
 
 def skus_for(partitions: int) -> tuple[str, str]:
@@ -83,7 +85,19 @@ async def _buyers(url: str, cluster: bool, proc: int) -> dict[str, int]:
             except (e.InvalidState, e.ReservationExpired, e.ReservationNotFound):
                 tally["released"] += 1  # the admin released it first
 
-    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    clients = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
+    _, stuck = await asyncio.wait(clients, timeout=BUYERS_TIMEOUT_S)
+    if stuck:
+        # Normally done in seconds: say where every task of this process waits before failing,
+        # rather than leaving the pool (and the test) to hang until pytest's timeout.
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise AssertionError(
+            f"process {proc}: {len(stuck)} buyers still busy after "
+            f"{BUYERS_TIMEOUT_S} s (their stacks are on stderr)"
+        )
+    for task in clients:
+        task.result()  # a buyer's failure fails the test
     await engine.aclose()
     return tally
 
@@ -148,7 +162,9 @@ async def test_spanning_carts_race_on_the_last_units_with_recovery_driving_along
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(PROCESSES) as pool:
             results = [pool.apply_async(_run_buyers, (url, cluster, p)) for p in range(PROCESSES)]
-            tallies = [await loop.run_in_executor(None, r.get, 300) for r in results]
+            tallies = [
+                await loop.run_in_executor(None, r.get, BUYERS_TIMEOUT_S + 60) for r in results
+            ]
         stop.set()
         await admin
         await asyncio.sleep(RECOVERY_S * 2)
