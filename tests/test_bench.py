@@ -78,6 +78,7 @@ async def test_quick_bench_sells_exactly_the_stock_in_every_design(
     cpu = report.api_cpu
     assert cpu is not None and cpu.trivial_requests > 0, cpu
     assert min(cpu.trivial_us, cpu.reserve_us, cpu.refusal_us) > 0, cpu
+    assert min(cpu.driver_trivial_us, cpu.driver_reserve_us, cpu.driver_refusal_us) > 0, cpu
     # ... and a reserve's latency at light load over HTTP, one client on a SKU of its own.
     assert cpu.light_load_calls == 100 and 0 < cpu.light_load_p50_ms <= cpu.light_load_p99_ms
     json_path, md_path = write(report, tmp_path)

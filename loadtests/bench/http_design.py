@@ -46,6 +46,10 @@ class ApiCpu:
     reserve_us: float
     refusal_us: float
     trivial_requests: int
+    # The load generator's own CPU per request, phase by phase: it shares the cores.
+    driver_trivial_us: float = 0.0
+    driver_reserve_us: float = 0.0
+    driver_refusal_us: float = 0.0
     light_load_calls: int = 0
     light_load_p50_ms: float = 0.0
     light_load_p99_ms: float = 0.0
@@ -66,6 +70,9 @@ class ApiCpu:
             "reserve_per_trivial": self.reserve_ratio,
             "refusal_per_trivial": self.refusal_ratio,
             "trivial_requests": self.trivial_requests,
+            "driver_trivial_us": self.driver_trivial_us,
+            "driver_reserve_us": self.driver_reserve_us,
+            "driver_refusal_us": self.driver_refusal_us,
             "light_load_calls": self.light_load_calls,
             "light_load_p50_ms": self.light_load_p50_ms,
             "light_load_p99_ms": self.light_load_p99_ms,
@@ -159,6 +166,9 @@ async def run(
         reserve_us=cpu["reserve"],
         refusal_us=cpu["refusal"],
         trivial_requests=int(result["trivial_requests"]),
+        driver_trivial_us=result["driver_cpu_us"]["trivial"],
+        driver_reserve_us=result["driver_cpu_us"]["reserve"],
+        driver_refusal_us=result["driver_cpu_us"]["refusal"],
         light_load_calls=light_calls,
         light_load_p50_ms=result["light_load"]["p50_ms"],
         light_load_p99_ms=result["light_load"]["p99_ms"],

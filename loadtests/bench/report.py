@@ -138,7 +138,9 @@ def api_cpu_lines(report: BenchReport) -> list[str]:
         f"engine-http API CPU per request (workers' user+system time over requests served): "
         f"trivial /healthz {c.trivial_us:,.0f} µs ({c.trivial_requests:,} requests), "
         f"reserve while selling {c.reserve_us:,.0f} µs ({c.reserve_ratio:.2f}× trivial), "
-        f"refusal after sell-out {c.refusal_us:,.0f} µs ({c.refusal_ratio:.2f}× trivial)"
+        f"refusal after sell-out {c.refusal_us:,.0f} µs ({c.refusal_ratio:.2f}× trivial); "
+        f"the HTTP driver's own CPU per request: trivial {c.driver_trivial_us:,.0f} µs, "
+        f"reserve {c.driver_reserve_us:,.0f} µs, refusal {c.driver_refusal_us:,.0f} µs"
     ]
 
 
