@@ -96,13 +96,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_openapi(app, settings)
     docs.install(app)
     # Last added runs first: metrics see every response, including the body cap's 413; the
-    # reserve lane, innermost, sees only what passed the body cap and the JSON check.
-    if settings.api_reserve_lane:
-        app.add_middleware(ReserveLane)
+    # reserve lane, outermost, answers a well-formed reserve before all of them and counts it as
+    # they would, handing anything else on.
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    console.install(app, settings)
+    recorder = console.install(app, settings)
+    if settings.api_reserve_lane:
+        app.add_middleware(
+            ReserveLane, metrics=metrics, recorder=recorder, max_body_bytes=settings.max_body_bytes
+        )
     return app
 
 

@@ -32,7 +32,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
@@ -134,7 +134,7 @@ class MetricsMiddleware:
             self.metrics.observe(method, template, status, time.perf_counter() - started)
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     value = _header(scope, b"content-length")
     try:
         return None if value is None else int(value)
@@ -150,7 +150,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _has_body(scope: Scope) -> bool:
-    length = _content_length(scope)
+    length = content_length(scope)
     if length is not None:
         return length > 0
     return _header(scope, b"transfer-encoding") is not None  # chunked: a body of unknown size

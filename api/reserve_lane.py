@@ -1,20 +1,24 @@
 """POST /v1/reservations without the framework's per-request machinery: the busiest route.
 
-A pure ASGI layer just inside the app's own middleware (so metrics, the body cap and the JSON
-check apply as to any route) answers a well-formed reserve itself: the same key check, the same
-models (ReserveIn in, ReservationOut out, serialised as FastAPI serialises a response model), the
-same handler code (`hold_cart`) and the app's own exception handlers for its refusals. What it
-skips is FastAPI's routing over every route, its request and exit-stack wrappers and dependency
-solving: two thirds of a reserve's CPU time in a worker's profile.
+A pure ASGI layer in front of the app's own middleware answers a well-formed reserve itself: the
+same key check, the same models (ReserveIn in, ReservationOut out, serialised as FastAPI
+serialises a response model), the same handler code (`hold_cart`) and the app's own exception
+handlers for its refusals. It does for what it answers what the layers behind it do for every
+request: the same metrics and console figures, and only a body within the cap, sent as JSON.
+What it skips is FastAPI's routing over every route, its request and exit-stack wrappers,
+dependency solving and the middleware chain: most of a reserve's CPU time in a worker's profile,
+and most of a sold-out refusal's.
 
-Anything it would not answer exactly as the route does goes on to FastAPI untouched: another
+Anything it would not answer exactly as the route does goes on to the app untouched: another
 method or path, a missing or unknown key, a header or body that does not validate, an unusual
-Content-Type. So every client mistake keeps FastAPI's own problem document, and the lane has no
-error path of its own to drift. The route stays declared in FastAPI: OpenAPI documents it, and it
-serves every request with the lane off (FLASHSALE_API_RESERVE_LANE=false).
+Content-Type, a body past the cap. So every client mistake keeps the app's own problem document,
+and the lane has no error path of its own to drift. The route stays declared in FastAPI: OpenAPI
+documents it, and it serves every request with the lane off (FLASHSALE_API_RESERVE_LANE=false).
 """
 
 from __future__ import annotations
+
+import time
 
 import orjson
 from fastapi.routing import APIRoute
@@ -24,7 +28,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Caller
+from api.console.stats import StatsRecorder
 from api.deps import ApiContext, bearer_key, count_key
+from api.metrics import Metrics
+from api.middleware import content_length
 from api.routes.reservations import hold_cart, reservation_out, reserve, router
 from api.schemas.common import Id
 from api.schemas.reservations import ReserveIn
@@ -36,20 +43,49 @@ _ROUTE = next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint
 
 
 class ReserveLane:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, recorder: StatsRecorder, max_body_bytes: int
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.recorder = recorder
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body, stopped = await _read_body(receive)
+        declared = content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self.app(scope, receive, send)  # the body cap answers, unread
+            return
+        started = time.perf_counter()
+        body, stopped = await _read_body(receive, self.max_body_bytes)
         request = self._admissible(scope, body) if stopped is None else None
         if request is None:
             await self.app(scope, _replay(body, stopped, receive), send)
             return
-        ctx, caller, reserve_in, idempotency_key = request
-        scope["route"] = _ROUTE  # as the router would set it: metrics name it by its template
+        status = 500  # what the metrics count if a bug escapes to the server-error handler
+        try:
+            response = await self._answer(scope, *request)
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe("POST", _ROUTE.path, status, elapsed)
+        code = None
+        if status >= 400:
+            code = orjson.loads(response.body).get("code")
+        self.recorder.reserve_answered(status, code, elapsed)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        ctx: ApiContext,
+        caller: Caller,
+        reserve_in: ReserveIn,
+        idempotency_key: str | None,
+    ) -> Response:
         try:
             await count_key(ctx, caller)
             held = await hold_cart(ctx, reserve_in, idempotency_key)
@@ -64,7 +100,7 @@ class ReserveLane:
                 )
         except Exception as exc:
             response = await _handled(scope, exc)
-        await response(scope, receive, send)
+        return response
 
     def _admissible(
         self, scope: Scope, body: bytes
@@ -101,23 +137,29 @@ class ReserveLane:
         return ctx, caller, reserve_in, idempotency_key
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
-    """The whole body, or what was read and the message that stopped the reading (a
-    disconnect) for FastAPI to see."""
+async def _read_body(receive: Receive, max_bytes: int) -> tuple[bytes, Message | None]:
+    """The whole body; or what was read and the message that stopped the reading, for the app
+    to see: a disconnect, or the part of a body past `max_bytes` (the cap then answers)."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return b"".join(chunks), message
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return b"".join(chunks), message
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks), None
 
 
 def _replay(body: bytes, stopped: Message | None, receive: Receive) -> Receive:
+    """What was read, as the app would have received it, then the rest from the client."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
     if stopped is not None:
-        pending = [stopped]
+        pending = [stopped, {"type": "http.request", "body": body, "more_body": True}]
 
     async def replay() -> Message:
         if pending:

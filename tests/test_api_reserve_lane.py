@@ -261,3 +261,29 @@ async def test_failures_get_the_apps_handlers(
             answers[lane] = normalised(await send(client, Case("failing", True, cart())))
     assert answers[True] == answers[False]
     assert answers[True][0] == status
+
+
+async def test_a_chunked_body_past_the_cap_gets_the_caps_answer(
+    redis_client: redis.asyncio.Redis, redis_url: str
+) -> None:
+    """No Content-Length to refuse it by: the lane stops reading at the cap and hands on what it
+    read, and the body cap behind it answers as it would without the lane."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"customer_id":"c1","lines":[{"sku":"s1","quantity":1}],"reservation_id":"'
+        for _ in range(5):
+            yield b"r" * 1000
+        yield b'"}'
+
+    answers = {}
+    for lane in (True, False):
+        await redis_client.flushall()
+        async with served(redis_url, lane) as (client, routed, _):
+            await run(client, [])
+            reply = await client.post(
+                "/v1/reservations", content=chunks(), headers={**STOREFRONT, **JSON}
+            )
+            answers[lane] = normalised(reply)
+            assert routed[-1] is False  # the cap answered, not the router
+    assert answers[True] == answers[False]
+    assert answers[True][0] == 413 and b'"code":"body_too_large"' in answers[True][2]

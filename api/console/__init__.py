@@ -30,7 +30,10 @@ class ConsoleState:
     recorder: StatsRecorder
 
 
-def install(app: FastAPI, settings: ApiSettings, interval: float = UPDATE_INTERVAL_SECONDS) -> None:
+def install(
+    app: FastAPI, settings: ApiSettings, interval: float = UPDATE_INTERVAL_SECONDS
+) -> StatsRecorder:
+    """Returns the recorder the stats middleware counts into (the reserve lane counts there too)."""
     recorder = StatsRecorder()
     signer = SessionSigner(settings.token_secret or secrets.token_urlsafe(32))
     app.include_router(router)
@@ -55,3 +58,4 @@ def install(app: FastAPI, settings: ApiSettings, interval: float = UPDATE_INTERV
                 await flusher  # the last second's counts reach Redis before it closes
 
     app.router.lifespan_context = lifespan
+    return recorder
