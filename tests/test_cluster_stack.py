@@ -166,6 +166,28 @@ async def test_rate_limits_count_on_any_slot(engine: ReservationEngine) -> None:
         assert refused.value.status == 429
 
 
+async def test_concurrent_rate_limit_hits_across_slots_count_exactly(
+    engine: ReservationEngine,
+) -> None:
+    """One batch holds counters of many slots: each slot's share goes in a MULTI of its own."""
+    limiter = RateLimiter(engine.redis, window_seconds=60)
+    subjects = [f"buyer-{n}" for n in range(12)]
+
+    async def outcome(subject: str) -> bool:
+        try:
+            await limiter.hit("customer", subject, limit=5)
+        except ApiProblem:
+            return False
+        return True
+
+    tries = [s for s in subjects for _ in range(8)]
+    results = await asyncio.gather(*(outcome(s) for s in tries))
+    passed = dict.fromkeys(subjects, 0)
+    for subject, ok in zip(tries, results, strict=True):
+        passed[subject] += ok
+    assert passed == dict.fromkeys(subjects, 5)
+
+
 def test_services_up_and_down_run_a_local_cluster(tmp_path: Path) -> None:
     env = {
         "FLASHSALE_EMBEDDED_CLUSTER": "true",
