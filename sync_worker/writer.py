@@ -21,7 +21,7 @@ from engine import events
 from engine.streams import parse_stream_id
 from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
-from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
+from sync_worker.entries import LINE_TYPES, Entry, Row
 
 # Per-connection staging tables: a batch goes in with COPY, then one INSERT … SELECT moves it into
 # the ledger. sync_ledger's columns after (p, s) are the event's fields in stream order: parse
@@ -155,7 +155,7 @@ async def write_batch(
         await _upsert_names(cur, fresh)
         await _apply_config(cur, fresh)
         await _apply_levels(cur, fresh)
-        await reservations_sql.refresh(cur, _touched(fresh))
+        await reservations_sql.refresh(cur, fresh)
         if dead:
             await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
         if sources:
@@ -237,16 +237,6 @@ def _latest(rows: list[Row], key_of: Callable[[Row], Hashable | None]) -> list[R
         if key is not None and (key not in best or best[key].pos < r.pos):
             best[key] = r
     return list(best.values())
-
-
-def _touched(rows: list[Row]) -> dict[tuple[str, int], bool]:
-    """The reservation parts these rows touch; True where one of them may change its lines."""
-    touched: dict[tuple[str, int], bool] = {}
-    for r in rows:
-        if r.type in RESERVATION_TYPES and r.reservation_id:
-            key = (r.reservation_id, r.partition)
-            touched[key] = touched.get(key, False) or r.type in reservations_sql.LINE_SHAPING
-    return touched
 
 
 def _dead_row(entry: Entry, why: str) -> tuple[object, ...]:
