@@ -10,7 +10,7 @@ so a batch costs a handful of round trips, not one per event. Rows are written i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -111,18 +111,25 @@ class UnverifiedSource(Exception):
 
 
 def sources_of(
-    rows: Iterable[Row], dead: Iterable[Entry], entry_of: Mapping[tuple[int, str], Entry]
+    rows: Sequence[Row], dead: Iterable[Entry], entry_of: Mapping[tuple[int, str], Entry]
 ) -> Sources:
     """Per partition, the server a batch's entries came from and the newest of them (a row's
     position was parsed with it); entries whose server is not known (tombstones of claimed
     entries) are left out."""
-    sources: Sources = {}
-    found = [(entry_of[row.key], row.pos) for row in rows]
+    newest: dict[int, Row] = {}
+    for row in rows:
+        known = newest.get(row.partition)
+        if known is None or known.pos < row.pos:
+            newest[row.partition] = row
+    found = [(entry_of[row.key], row.pos) for row in newest.values()]
+    if not all(entry.run for entry, _ in found):  # the newest is not known: look at them all
+        found = [(entry_of[row.key], row.pos) for row in rows]
     found += [(entry, parse_stream_id(entry.stream_id)) for entry in dead]
+    sources: Sources = {}
     for entry, pos in found:
         if entry.run:
-            known = sources.get(entry.partition)
-            if known is None or known[1] < pos:
+            source = sources.get(entry.partition)
+            if source is None or source[1] < pos:
                 sources[entry.partition] = (entry.run, pos)
     return sources
 
