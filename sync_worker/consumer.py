@@ -186,9 +186,10 @@ class StreamConsumer:
         entries = []
         for stream, items in reply.items() if isinstance(reply, dict) else reply or []:
             partition = self.partition_of[_bytes(stream)]
-            for stream_id, fields in items:
-                # None: deleted from the stream
-                entries.append(Entry(partition, _text(stream_id), fields or [], run))
+            # fields None: deleted from the stream
+            entries += [
+                Entry(partition, _text(stream_id), fields or [], run) for stream_id, fields in items
+            ]
         return entries
 
 

@@ -6,7 +6,9 @@ fails the same way on every redelivery, so the worker parks such an entry instea
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -50,6 +52,7 @@ _INT_FIELDS = (
 _TEXT_FIELDS = ("reservation_id", "order_id", "customer_id", "reason", "reference")
 _BIGINT = 2**63
 _EVENT_TYPES = frozenset(events.EVENT_TYPES)
+_EXPIRING = frozenset((events.RESERVED, events.EXTENDED))
 
 
 class PoisonEvent(Exception):
@@ -79,7 +82,10 @@ class Entry:
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Row:
     """What the writer needs of an entry: its ledger row ready for COPY, and the fields that
-    decide which levels, names, configurations and reservations it touches."""
+    decide which levels, names, configurations and reservations it touches.
+
+    A reservation's rebuild takes a fresh row as it is (reservations.ResEvent's fields, with
+    what the ledger stores: empty text as None, expires_at in ms): it never reads it back."""
 
     partition: int
     stream_id: str
@@ -94,6 +100,13 @@ class Row:
     data: Any  # decoded JSON, or None
     ts: int
     copy_line: bytes  # the ledger row in COPY text format (see writer.STAGING), newline included
+    d_reserved: int
+    d_committed: int
+    order_id: str | None
+    customer_id: str | None
+    reference: str | None
+    backordered: int
+    expires_ms: int | None
 
     @property
     def key(self) -> tuple[int, str]:
@@ -103,40 +116,38 @@ class Row:
 _FIELD_KEYS = [name.encode() for name in events.FIELDS]
 _FIELD_INDEX = {name: n for n, name in enumerate(events.FIELDS)}
 _INT_AT = tuple(_FIELD_INDEX[name] for name in _INT_FIELDS)
-_RID, _CID = _FIELD_INDEX["reservation_id"], _FIELD_INDEX["customer_id"]
-_EXPIRES, _DATA = _FIELD_INDEX["expires_at"], _FIELD_INDEX["data"]
-_N_ON_HAND, _N_RESERVED, _N_COMMITTED, _N_TS = (
-    _INT_FIELDS.index(name) for name in ("on_hand", "reserved", "committed", "ts")
+_INTS = itemgetter(*_INT_AT)
+_INT64 = struct.Struct(f"{len(_INT_FIELDS)}q")  # packing refuses what a bigint cannot hold
+_RID, _OID, _CID, _REF = (
+    _FIELD_INDEX[name] for name in ("reservation_id", "order_id", "customer_id", "reference")
 )
+_EXPIRES, _DATA = _FIELD_INDEX["expires_at"], _FIELD_INDEX["data"]
+# Tab, newline, carriage return and backslash have a meaning in COPY's text format.
+_COPY_SPECIAL = b"\t\n\r\\"
 
 
 def parse(entry: Entry) -> Row:
     if not entry.fields:
         raise PoisonEvent("the entry was deleted from the stream before it was synced")
-    raw: list[bytes | None]
+    values: list[bytes]
     if entry.fields[::2] == _FIELD_KEYS:  # as every script writes them: no dict needed
-        raw = entry.fields[1::2]  # type: ignore[assignment]  # list[bytes] has no None
+        values = entry.fields[1::2]
     else:
         named = entry.as_dict()
         raw = [named.get(key) for key in _FIELD_KEYS]
-    if None in raw:
-        missing = [name for name, value in zip(events.FIELDS, raw, strict=True) if value is None]
-        raise PoisonEvent(f"missing fields: {', '.join(missing)}")
-    values: list[bytes] = raw  # type: ignore[assignment]  # no None, checked above
+        if None in raw:
+            missing = [n for n, value in zip(events.FIELDS, raw, strict=True) if value is None]
+            raise PoisonEvent(f"missing fields: {', '.join(missing)}")
+        values = raw  # type: ignore[assignment]  # no None, checked above
     # One decode checks every field is UTF-8; splitting it back gives the text fields, unless a
-    # value itself holds a tab (then each field is decoded on its own).
+    # value holds a character COPY's text format gives a meaning to (then each field is decoded
+    # and escaped on its own).
     joined = b"\t".join(values)
     try:
         f = joined.decode().split("\t")
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"not UTF-8: {exc}") from None
-    # Tab, newline, carriage return and backslash have a meaning in COPY's text format.
-    plain = (
-        len(f) == len(values)
-        and b"\\" not in joined
-        and b"\n" not in joined
-        and b"\r" not in joined
-    )
+    plain = len(joined.translate(None, _COPY_SPECIAL)) == len(joined) - len(values) + 1
     if not plain:
         f = [value.decode() for value in values]
     kind, sku, location = f[0], f[1], f[2]
@@ -147,20 +158,20 @@ def parse(entry: Entry) -> Row:
     if kind in LINE_TYPES and not location:
         raise PoisonEvent(f"a {kind} event needs a location")
     try:
-        n = [int(values[i]) for i in _INT_AT]
-    except ValueError:
-        n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
-    if min(n) <= -_BIGINT or max(n) >= _BIGINT:
-        n = [_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)]
+        n = tuple(map(int, _INTS(values)))
+        _INT64.pack(*n)
+    except (ValueError, struct.error):
+        n = tuple([_int(name, f[i]) for name, i in zip(_INT_FIELDS, _INT_AT, strict=True)])
+    # in _INT_FIELDS order (d_on_hand and available are only copied, never read)
+    _, d_reserved, d_committed, on_hand, reserved, committed, _, backordered, ts = n
     rid = f[_RID] or None
     if kind in RESERVATION_TYPES and not (rid and f[_CID]):
         raise PoisonEvent(f"a {kind} event needs reservation_id and customer_id")
     data = _json(f[_DATA]) if f[_DATA] else None
     if kind == events.SKU_CONFIGURED and not _is_config(data):
         raise PoisonEvent("sku_configured data is not a configuration with locations")
-    if f[_EXPIRES]:
-        _int("expires_at", f[_EXPIRES])
-    elif kind in (events.RESERVED, events.EXTENDED):
+    expires_ms = _int("expires_at", f[_EXPIRES]) if f[_EXPIRES] else None
+    if expires_ms is None and kind in _EXPIRING:
         raise PoisonEvent(f"a {kind} event needs expires_at")
     ms, _, seq = entry.stream_id.partition("-")
     try:
@@ -174,18 +185,25 @@ def parse(entry: Entry) -> Row:
         kind,
         sku,
         location,
-        n[_N_ON_HAND],
-        n[_N_RESERVED],
-        n[_N_COMMITTED],
+        on_hand,
+        reserved,
+        committed,
         rid,
         data,
-        n[_N_TS],
+        ts,
         b"%d\t%s\t%s\n"
         % (
             entry.partition,
             entry.stream_id.encode(),
             joined if plain else b"\t".join([_escape(v) for v in values]),
         ),
+        d_reserved,
+        d_committed,
+        f[_OID] or None,
+        f[_CID] or None,
+        f[_REF] or None,
+        backordered,
+        expires_ms,
     )
 
 

@@ -10,10 +10,31 @@ that count start at the latest `reserved` script call (its events share one `ts`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Protocol
 
 from engine import events
+
+
+class LedgerRow(Protocol):
+    """What a rebuild reads of a ledger row: a ResEvent read back, or a batch's own
+    entries.Row (the same fields, as the ledger stores them)."""
+
+    pos: tuple[int, int]
+    type: str
+    sku: str
+    location: str
+    d_reserved: int
+    d_committed: int
+    order_id: str | None
+    customer_id: str | None
+    reference: str | None
+    backordered: int
+    data: Any  # read only on `reserved` rows
+    ts: int
+    expires_ms: int | None
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
@@ -67,10 +88,15 @@ class State:
     ttl_ms: int = 0  # as first requested: the fingerprint covers it
 
 
-def rebuild(rows: list[ResEvent]) -> State | None:
+_BY_POS = attrgetter("pos")
+_RESERVED, _EXTENDED, _COMMITTED = events.RESERVED, events.EXTENDED, events.COMMITTED
+_FULFILLED, _RELEASED, _EXPIRED = events.FULFILLED, events.RELEASED, events.EXPIRED
+
+
+def rebuild(unordered: Iterable[LedgerRow]) -> State | None:
     """None while the `reserved` rows have not been synced yet (another worker holds them)."""
-    rows = sorted(rows, key=lambda r: r.pos)
-    reserved = [i for i, r in enumerate(rows) if r.type == events.RESERVED]
+    rows = sorted(unordered, key=_BY_POS)
+    reserved = [i for i, r in enumerate(rows) if r.type == _RESERVED]
     if not reserved:
         return None
     latest_ts = rows[reserved[-1]].ts
@@ -85,29 +111,34 @@ def rebuild(rows: list[ResEvent]) -> State | None:
         ttl_ms=(first.expires_ms or first.ts) - first.ts,
     )
     extended_at: set[int] = set()
-    for row in rows[start:]:
-        if row.type == events.RESERVED and row.ts == latest_ts:
-            _add_allocation(state, row)
-        elif row.type == events.EXTENDED:
+    for row in rows[start:] if start else rows:
+        kind = row.type
+        if kind == _RESERVED:
+            if row.ts == latest_ts:
+                _add_allocation(state, row)
+        elif kind == _EXTENDED:
             state.expires_ms = row.expires_ms or state.expires_ms
             extended_at.add(row.ts)  # one event per location line, one extension per call
-        elif row.type == events.COMMITTED:
+        elif kind == _COMMITTED:
             state.status, state.order_id = "committed", row.order_id
-        elif row.type == events.FULFILLED:
+        elif kind == _FULFILLED:
             _fulfil(state, row)
-        elif row.type == events.RELEASED:
+        elif kind == _RELEASED:
             state.status, state.finished_ms = "released", row.ts
-        elif row.type == events.EXPIRED and state.status == "held":
+        elif kind == _EXPIRED and state.status == "held":
             _expire(state, row)
     state.extensions = len(extended_at)
     return state
 
 
-def _add_allocation(state: State, row: ResEvent) -> None:
-    if isinstance(row.data, dict) and isinstance(row.data.get("fp"), str):
-        state.fingerprint = row.data["fp"]
+def _add_allocation(state: State, row: LedgerRow) -> None:
+    data = row.data
+    index = None
+    if isinstance(data, dict):
+        if isinstance(data.get("fp"), str):
+            state.fingerprint = data["fp"]
+        index = data.get("line")
     alloc = Alloc(row.location, row.d_reserved, row.backordered)
-    index = row.data.get("line") if isinstance(row.data, dict) else None
     if isinstance(index, int) and index >= 1:
         while len(state.lines) < index:
             state.lines.append(Line(row.sku))
@@ -121,7 +152,7 @@ def _add_allocation(state: State, row: ResEvent) -> None:
     state.lines[-1].allocs.append(alloc)
 
 
-def _fulfil(state: State, row: ResEvent) -> None:
+def _fulfil(state: State, row: LedgerRow) -> None:
     # The fulfil script ships the earliest open allocation of a SKU-location first; so do we.
     remaining = -row.d_committed
     for line in state.lines:
@@ -140,7 +171,7 @@ def _fulfil(state: State, row: ResEvent) -> None:
         state.status, state.finished_ms = "fulfilled", row.ts
 
 
-def _expire(state: State, row: ResEvent) -> None:
+def _expire(state: State, row: LedgerRow) -> None:
     for line in state.lines:
         if line.sku == row.sku:
             line.hold_expired = True

@@ -2,7 +2,9 @@
 
 Each reservation part is locked first (a transaction-scoped advisory lock), then read: under READ
 COMMITTED the read sees every row committed by a worker that held the lock before us, so the last
-of two concurrent workers to take the lock rebuilds from both batches' rows.
+of two concurrent workers to take the lock rebuilds from both batches' rows. The batch's own new
+rows are not read back: the rebuild takes them as parsed (entries.Row), and the read asks only
+for rows other transactions wrote (earlier batches, other workers).
 
 Only `reserved`, `fulfilled` and `expired` rows shape a reservation's lines. A part whose new rows
 are all of other kinds (a commit, a release, an extension) gets its reservation row rewritten and
@@ -20,8 +22,8 @@ from engine import events
 from engine.restore import request_fingerprint
 from engine.types import Allocation, ReservationLine
 from sync_worker.db import epoch_ms, ms
-from sync_worker.entries import RESERVATION_TYPES
-from sync_worker.reservations import ResEvent, State, rebuild
+from sync_worker.entries import RESERVATION_TYPES, Row
+from sync_worker.reservations import LedgerRow, ResEvent, State, rebuild
 
 # The keys arrive sorted and unnest yields them in array order: every worker locks in one order.
 # count() sends back one row, not one per key.
@@ -33,8 +35,8 @@ SELECT reservation_id, partition, split_part(stream_id, '-', 1)::bigint,
     customer_id, reference, backordered, CASE WHEN type = '{events.RESERVED}' THEN data END,
     {epoch_ms("occurred_at")}, {epoch_ms("expires_at")}
 FROM inventory_transactions
-WHERE reservation_id = ANY(%s) AND type = ANY(%s)
-"""
+WHERE reservation_id = ANY(%s) AND type = ANY(%s) AND xmin <> pg_current_xact_id()::xid
+"""  # xmin: not the rows this transaction inserted (the rebuild has them as parsed)
 # The rebuilt rows go in with COPY to staging tables (see writer.STAGING), then set-based SQL.
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS sync_reservations (k text, p int, c text, st text, o text,
@@ -69,8 +71,19 @@ SELECT * FROM sync_lines;
 LINE_SHAPING = frozenset((events.RESERVED, events.FULFILLED, events.EXPIRED))
 
 
-async def refresh(cur: AsyncCursor, touched: dict[tuple[str, int], bool]) -> None:
-    """Rebuilds the parts in `touched`; True: its new rows may change its lines."""
+async def refresh(cur: AsyncCursor, fresh: list[Row]) -> None:
+    """Rebuilds the reservation parts the batch's new rows (`fresh`) touch."""
+    own: dict[tuple[str, int], list[LedgerRow]] = {}
+    touched: dict[tuple[str, int], bool] = {}  # True: its new rows may change its lines
+    for r in fresh:
+        if r.type in RESERVATION_TYPES and r.reservation_id:
+            key = (r.reservation_id, r.partition)
+            if key in own:
+                own[key].append(r)
+                touched[key] = touched[key] or r.type in LINE_SHAPING
+            else:
+                own[key] = [r]
+                touched[key] = r.type in LINE_SHAPING
     if not touched:
         return
     keys = sorted(touched)
@@ -78,12 +91,21 @@ async def refresh(cur: AsyncCursor, touched: dict[tuple[str, int], bool]) -> Non
     await cur.execute(_LOCK, (ids, parts))
     # Binary results: the numbers arrive as numbers, not text psycopg has to parse.
     await cur.execute(_READ, (sorted(set(ids)), sorted(RESERVATION_TYPES)), binary=True)
-    wanted = touched.keys()
-    by_key: dict[tuple[str, int], list[ResEvent]] = {}
+    earlier: dict[tuple[str, int], list[LedgerRow]] = {}
     for rid, part, ms_, seq, *rest in await cur.fetchall():
-        if (rid, part) in wanted:
-            by_key.setdefault((rid, part), []).append(ResEvent((ms_, seq), *rest))
-    states = {key: s for key in keys if (s := rebuild(by_key.get(key, []))) is not None}
+        key = (rid, part)
+        rows = own.get(key)
+        if rows is None:
+            continue  # the same id in another partition, not touched
+        pos = (ms_, seq)
+        # A row of this transaction seen all the same (written under a savepoint: another xmin).
+        if all(r.pos != pos for r in rows):
+            earlier.setdefault(key, []).append(ResEvent(pos, *rest))
+    states = {
+        key: s
+        for key in keys
+        if (s := rebuild(own[key] + earlier[key] if key in earlier else own[key])) is not None
+    }
     if not states:
         return
     done = sorted(states)

@@ -10,7 +10,7 @@ so a batch costs a handful of round trips, not one per event. Rows are written i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -21,7 +21,7 @@ from engine import events
 from engine.streams import parse_stream_id
 from sync_worker import reservations_sql
 from sync_worker.db import columns, ms
-from sync_worker.entries import LINE_TYPES, RESERVATION_TYPES, Entry, Row
+from sync_worker.entries import LINE_TYPES, Entry, Row
 
 # Per-connection staging tables: a batch goes in with COPY, then one INSERT … SELECT moves it into
 # the ledger. sync_ledger's columns after (p, s) are the event's fields in stream order: parse
@@ -111,18 +111,25 @@ class UnverifiedSource(Exception):
 
 
 def sources_of(
-    rows: Iterable[Row], dead: Iterable[Entry], entry_of: Mapping[tuple[int, str], Entry]
+    rows: Sequence[Row], dead: Iterable[Entry], entry_of: Mapping[tuple[int, str], Entry]
 ) -> Sources:
     """Per partition, the server a batch's entries came from and the newest of them (a row's
     position was parsed with it); entries whose server is not known (tombstones of claimed
     entries) are left out."""
-    sources: Sources = {}
-    found = [(entry_of[row.key], row.pos) for row in rows]
+    newest: dict[int, Row] = {}
+    for row in rows:
+        known = newest.get(row.partition)
+        if known is None or known.pos < row.pos:
+            newest[row.partition] = row
+    found = [(entry_of[row.key], row.pos) for row in newest.values()]
+    if not all(entry.run for entry, _ in found):  # the newest is not known: look at them all
+        found = [(entry_of[row.key], row.pos) for row in rows]
     found += [(entry, parse_stream_id(entry.stream_id)) for entry in dead]
+    sources: Sources = {}
     for entry, pos in found:
         if entry.run:
-            known = sources.get(entry.partition)
-            if known is None or known[1] < pos:
+            source = sources.get(entry.partition)
+            if source is None or source[1] < pos:
                 sources[entry.partition] = (entry.run, pos)
     return sources
 
@@ -155,7 +162,7 @@ async def write_batch(
         await _upsert_names(cur, fresh)
         await _apply_config(cur, fresh)
         await _apply_levels(cur, fresh)
-        await reservations_sql.refresh(cur, _touched(fresh))
+        await reservations_sql.refresh(cur, fresh)
         if dead:
             await cur.execute(_DEAD, columns([_dead_row(e, why) for e, why in dead], 4))
         if sources:
@@ -237,16 +244,6 @@ def _latest(rows: list[Row], key_of: Callable[[Row], Hashable | None]) -> list[R
         if key is not None and (key not in best or best[key].pos < r.pos):
             best[key] = r
     return list(best.values())
-
-
-def _touched(rows: list[Row]) -> dict[tuple[str, int], bool]:
-    """The reservation parts these rows touch; True where one of them may change its lines."""
-    touched: dict[tuple[str, int], bool] = {}
-    for r in rows:
-        if r.type in RESERVATION_TYPES and r.reservation_id:
-            key = (r.reservation_id, r.partition)
-            touched[key] = touched.get(key, False) or r.type in reservations_sql.LINE_SHAPING
-    return touched
 
 
 def _dead_row(entry: Entry, why: str) -> tuple[object, ...]:
