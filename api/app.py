@@ -27,6 +27,7 @@ from api.settings import ApiSettings
 from engine.config import load_settings
 from engine.engine import ReservationEngine
 from engine.errors import ConfigurationError
+from engine.runtime import tune_collector
 
 log = logging.getLogger("flashsale.api")
 
@@ -111,4 +112,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Uvicorn's factory in each worker process: workers inherit settings through FLASHSALE_*."""
-    return create_app(load_settings(ApiSettings))
+    app = create_app(load_settings(ApiSettings))
+    # A process of its own that serves until it stops: what it built so far stays, and the
+    # collector's default pace cost a reserve a tenth of its CPU (engine/runtime.py).
+    tune_collector()
+    return app

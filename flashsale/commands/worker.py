@@ -10,7 +10,6 @@ Heavy imports stay inside the commands: `flashsale --help` imports this module.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -51,6 +50,7 @@ def worker_run(
 ) -> None:
     """Sync the partition streams into Postgres until SIGTERM/Ctrl-C; the batch in hand finishes."""
     from engine.connection import connect_url
+    from engine.runtime import tune_collector
     from sync_worker.metrics import WorkerMetrics
     from sync_worker.worker import SyncWorker
 
@@ -79,13 +79,9 @@ def worker_run(
         finally:
             await redis.aclose()
 
-    # A batch keeps thousands of parsed rows alive: at the default threshold (700 new objects)
-    # the collector ran every few hundred rows and walked them again and again, a fifth of the
-    # worker's CPU. Rows form no cycles; the rare cycle (an exception's traceback) is still
-    # collected, once 50,000 objects have piled up. What start-up built is frozen out of the
-    # full collections.
-    gc.freeze()
-    gc.set_threshold(50_000)
+    # A batch keeps thousands of parsed rows alive: at the default threshold the collector
+    # walked them again and again, a fifth of the worker's CPU.
+    tune_collector()
     asyncio.run(main())
 
 
